@@ -1,0 +1,63 @@
+# trading: PostgreSQL 15 extension, built with PGXS.
+#
+#   make                 build trading.so, the install script, and the programs
+#   make install         install all of it into the server found by pg_config
+#   make installcheck    run pg_regress (temporary instance) and the TAP tests
+#
+# One shared library from extension/*.c and worker/*.c; the install script
+# trading--1.0.sql is assembled from extension/sql/*.sql in name order.
+
+EXTENSION = trading
+MODULE_big = trading
+EXT_SRCS = $(sort $(wildcard extension/*.c worker/*.c))
+OBJS = $(EXT_SRCS:.c=.o)
+DATA_built = trading--1.0.sql
+PGFILEDESC = "trading - operational core of an algorithmic trading desk"
+
+PG_CONFIG ?= pg_config
+
+# -Wextra's unused-parameter and sign-compare fire on PostgreSQL's own
+# headers and fmgr macros; everything else is an error.
+PG_CPPFLAGS = -I$(srcdir)/extension -Wextra -Werror \
+	-Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
+SHLIB_LINK = -lcurl -lssl -lcrypto
+
+REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
+REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
+TAP_TESTS = 1
+
+EXTRA_CLEAN = tmp_check_regress results regression.diffs regression.out
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+trading--1.0.sql: $(sort $(wildcard extension/sql/*.sql))
+	cat $^ > $@
+
+# Programs built beside the library (each directory has its own Makefile
+# and is skipped while it does not exist yet).
+SUBDIRS = $(patsubst %/Makefile,%,$(wildcard broker/Makefile tools/Makefile))
+
+all: subdirs-all
+subdirs-all:
+	@for d in $(SUBDIRS); do $(MAKE) -C $$d || exit 1; done
+install: subdirs-install
+subdirs-install:
+	@for d in $(SUBDIRS); do $(MAKE) -C $$d install DESTDIR='$(DESTDIR)' BINDIR='$(bindir)' SHAREDIR='$(datadir)' || exit 1; done
+clean: subdirs-clean
+subdirs-clean:
+	@for d in $(SUBDIRS); do $(MAKE) -C $$d clean; done
+
+.PHONY: subdirs-all subdirs-install subdirs-clean
+
+# The two halves of installcheck, so that scripts/test.sh can run both and
+# report each: pg_regress against a temporary instance, then the TAP tests.
+PROVE_FLAGS = -I $(srcdir)/t/lib
+
+regresscheck:
+	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
+
+tapcheck:
+	$(prove_installcheck)
+
+.PHONY: regresscheck tapcheck

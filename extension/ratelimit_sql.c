@@ -1,0 +1,510 @@
+/*-------------------------------------------------------------------------
+ *
+ * ratelimit_sql.c
+ *	  SQL interface of the rate limiter: rate_limit_set / rate_limit_drop
+ *	  (write trading.rate_limits; its statement trigger applies the change
+ *	  to shared memory at once), rate_limit_try (non-blocking),
+ *	  rate_limit_acquire (waits in arrival order), and the status function
+ *	  behind the trading.rate_limit_status view.
+ *
+ * Waiting (rate_limit_acquire): each endpoint has a FIFO of waiting procs
+ * (linked through rl_shared->wait_next, under the endpoint mutex).  Only
+ * the head may take a grant; it sleeps on its latch until its request fits
+ * in every window, takes it, leaves the queue and sets the latch of the
+ * next waiter.  The others sleep until they become the head or their
+ * deadline passes.  rate_limit_try refuses while anyone is queued, so
+ * later arrivals never overtake earlier ones.  Leaving the queue on error,
+ * cancel or backend exit is done by PG_ENSURE_ERROR_CLEANUP.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "trading.h"
+#include "ratelimit.h"
+
+#include "commands/trigger.h"
+#include "datatype/timestamp.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+PG_FUNCTION_INFO_V1(rate_limit_set);
+PG_FUNCTION_INFO_V1(rate_limit_drop);
+PG_FUNCTION_INFO_V1(rate_limit_try);
+PG_FUNCTION_INFO_V1(rate_limit_acquire);
+PG_FUNCTION_INFO_V1(rate_limit_status);
+PG_FUNCTION_INFO_V1(rate_limits_changed);
+
+static bool rl_database_checked = false;
+
+/* Every SQL entry point starts here. */
+static void
+rl_prepare(void)
+{
+	if (!rl_database_checked)
+	{
+		trading_check_database();
+		rl_database_checked = true;
+	}
+	ratelimit_ensure_synced();
+}
+
+static char *
+rl_endpoint_arg(FunctionCallInfo fcinfo, int argno)
+{
+	return trading_text_arg(fcinfo, argno, "endpoint", RL_NAME_LEN - 1);
+}
+
+static int64
+interval_arg_us(FunctionCallInfo fcinfo, int argno, const char *name,
+				bool allow_zero, int64 max_us)
+{
+	Interval   *iv;
+	int64		us;
+
+	trading_require_arg(fcinfo, argno, name);
+	iv = PG_GETARG_INTERVAL_P(argno);
+	if (iv->month != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be given in months or years", name),
+				 errhint("Use days, e.g. interval '30 days'.")));
+	if (iv->day < 0 || iv->day > 366 ||
+		(us = iv->time + (int64) iv->day * USECS_PER_DAY) < 0 ||
+		(us == 0 && !allow_zero))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be %s", name,
+						allow_zero ? "zero or positive" : "positive")));
+	if (us > max_us)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long", name),
+				 errdetail("At most %d days are allowed.",
+						   (int) (max_us / USECS_PER_DAY))));
+	return us;
+}
+
+static int
+cost_arg(FunctionCallInfo fcinfo, int argno)
+{
+	int			cost;
+
+	trading_require_arg(fcinfo, argno, "cost");
+	cost = PG_GETARG_INT32(argno);
+	if (cost < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cost must be at least 1")));
+	return cost;
+}
+
+static Interval *
+us_to_interval(int64 us)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->day = us / USECS_PER_DAY;
+	iv->time = us % USECS_PER_DAY;
+	return iv;
+}
+
+static void
+report_try_failure(RateLimitResult r, const char *endpoint, int cost,
+				   int64 extra)
+{
+	if (r == RL_UNKNOWN_ENDPOINT)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("rate limit endpoint \"%s\" does not exist", endpoint),
+				 errhint("Define it with trading.rate_limit_set(); trading.rate_limit_status lists the endpoints.")));
+	if (r == RL_BAD_COST)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cost %d exceeds what endpoint \"%s\" allows in one window",
+						cost, endpoint),
+				 errdetail("The smallest limit of the endpoint is " INT64_FORMAT " requests; a larger request could never be granted.",
+						   extra)));
+}
+
+/* ---------------------------------------------------------------------
+ * Configuration.
+ * ---------------------------------------------------------------------
+ */
+
+Datum
+rate_limit_set(PG_FUNCTION_ARGS)
+{
+	char	   *endpoint = rl_endpoint_arg(fcinfo, 0);
+	int32		requests;
+	Datum		values[3];
+	Oid			types[3] = {TEXTOID, INT4OID, INTERVALOID};
+	int			ret;
+
+	trading_require_arg(fcinfo, 1, "requests");
+	requests = PG_GETARG_INT32(1);
+	if (requests < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("requests must be at least 1")));
+	(void) interval_arg_us(fcinfo, 2, "per", false, RL_MAX_PER_US);
+	rl_prepare();
+
+	values[0] = CStringGetTextDatum(endpoint);
+	values[1] = Int32GetDatum(requests);
+	values[2] = PG_GETARG_DATUM(2);
+
+	SPI_connect();
+	ret = SPI_execute_with_args("INSERT INTO trading.rate_limits AS r (endpoint, requests, per) "
+								"VALUES ($1, $2, $3) "
+								"ON CONFLICT (endpoint, per) DO UPDATE SET requests = EXCLUDED.requests",
+								3, types, values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "could not store rate limit: %s", SPI_result_code_string(ret));
+	SPI_finish();
+
+	PG_RETURN_VOID();
+}
+
+Datum
+rate_limit_drop(PG_FUNCTION_ARGS)
+{
+	char	   *endpoint = rl_endpoint_arg(fcinfo, 0);
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	Oid			types[2] = {TEXTOID, INTERVALOID};
+	int			ret;
+	uint64		dropped;
+
+	if (!PG_ARGISNULL(1))
+		(void) interval_arg_us(fcinfo, 1, "per", false, RL_MAX_PER_US);
+	rl_prepare();
+
+	values[0] = CStringGetTextDatum(endpoint);
+	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	if (PG_ARGISNULL(1))
+		nulls[1] = 'n';
+
+	SPI_connect();
+	ret = SPI_execute_with_args("DELETE FROM trading.rate_limits "
+								"WHERE endpoint = $1 AND ($2::interval IS NULL OR per = $2)",
+								2, types, values, nulls, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "could not drop rate limit: %s", SPI_result_code_string(ret));
+	dropped = SPI_processed;
+	SPI_finish();
+
+	if (dropped == 0)
+	{
+		if (PG_ARGISNULL(1))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("rate limit endpoint \"%s\" does not exist", endpoint)));
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("endpoint \"%s\" has no limit with that window", endpoint),
+					 errhint("trading.rate_limit_status lists the limits of each endpoint.")));
+	}
+	PG_RETURN_INT32((int32) dropped);
+}
+
+/* Statement trigger on trading.rate_limits: apply the change now, and make
+ * every backend re-read the table when this transaction ends. */
+Datum
+rate_limits_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("rate_limits_changed() may only be called as a trigger")));
+	trading_check_database();
+	rl_mark_changed();
+	ratelimit_sync(true);
+	return PointerGetDatum(NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * Grants.
+ * ---------------------------------------------------------------------
+ */
+
+Datum
+rate_limit_try(PG_FUNCTION_ARGS)
+{
+	char	   *endpoint = rl_endpoint_arg(fcinfo, 0);
+	int			cost = cost_arg(fcinfo, 1);
+	int64		extra;
+	RateLimitResult r;
+
+	rl_prepare();
+	r = ratelimit_try(endpoint, cost, &extra);
+	if (r == RL_GRANTED)
+		PG_RETURN_BOOL(true);
+	if (r == RL_REFUSED)
+		PG_RETURN_BOOL(false);
+	report_try_failure(r, endpoint, cost, extra);
+	PG_RETURN_NULL();			/* not reached */
+}
+
+typedef struct RlWaiter
+{
+	int			index;			/* endpoint slot */
+	uint32		generation;
+	bool		queued;
+} RlWaiter;
+
+/*
+ * Remove MyProc from the endpoint's queue (if it is still there) and wake
+ * the new head.  Used on success, timeout, error and backend exit.
+ */
+static void
+rl_dequeue(RlWaiter *w)
+{
+	RateEndpoint *ep = &rl_shared->endpoints[w->index];
+	int			me = MyProc->pgprocno;
+	int			wake = -1;
+
+	if (!w->queued)
+		return;
+	SpinLockAcquire(&ep->mutex);
+	if (ep->in_use && ep->generation == w->generation)
+	{
+		int			prev = -1;
+
+		for (int p = ep->queue_head; p >= 0; prev = p, p = rl_shared->wait_next[p])
+		{
+			if (p != me)
+				continue;
+			if (prev < 0)
+			{
+				ep->queue_head = rl_shared->wait_next[p];
+				wake = ep->queue_head;
+			}
+			else
+				rl_shared->wait_next[prev] = rl_shared->wait_next[p];
+			if (ep->queue_tail == me)
+				ep->queue_tail = prev;
+			rl_shared->wait_next[me] = -1;
+			ep->queue_len--;
+			break;
+		}
+	}
+	SpinLockRelease(&ep->mutex);
+	w->queued = false;
+	rl_wake(wake);
+}
+
+static void
+rl_dequeue_callback(int code, Datum arg)
+{
+	rl_dequeue((RlWaiter *) DatumGetPointer(arg));
+}
+
+Datum
+rate_limit_acquire(PG_FUNCTION_ARGS)
+{
+	char	   *endpoint = rl_endpoint_arg(fcinfo, 0);
+	int			cost = cost_arg(fcinfo, 1);
+	int64		timeout_us = interval_arg_us(fcinfo, 2, "timeout", true,
+											 (int64) 1 * USECS_PER_DAY);
+	int64		start = trading_monotonic_us();
+	int64		deadline = start + timeout_us;
+	RlWaiter	w;
+	RateEndpoint *ep;
+	RateLimitResult r;
+	int64		extra;
+	int			me = MyProc->pgprocno;
+	int64		granted_at = 0;
+	bool		dropped = false;
+
+	rl_prepare();
+
+	/* fast path: nobody waiting and the request fits */
+	r = ratelimit_try(endpoint, cost, &extra);
+	if (r == RL_GRANTED)
+		PG_RETURN_INTERVAL_P(us_to_interval(0));
+	if (r != RL_REFUSED)
+		report_try_failure(r, endpoint, cost, extra);
+
+	w.index = rl_lookup(endpoint, &w.generation);
+	if (w.index < 0)
+		report_try_failure(RL_UNKNOWN_ENDPOINT, endpoint, cost, 0);
+	w.queued = false;
+	ep = &rl_shared->endpoints[w.index];
+
+	/* join the queue */
+	SpinLockAcquire(&ep->mutex);
+	if (ep->in_use && ep->generation == w.generation)
+	{
+		rl_shared->wait_next[me] = -1;
+		if (ep->queue_tail >= 0)
+			rl_shared->wait_next[ep->queue_tail] = me;
+		else
+			ep->queue_head = me;
+		ep->queue_tail = me;
+		ep->queue_len++;
+		w.queued = true;
+	}
+	SpinLockRelease(&ep->mutex);
+	if (!w.queued)
+		report_try_failure(RL_UNKNOWN_ENDPOINT, endpoint, cost, 0);
+
+	PG_ENSURE_ERROR_CLEANUP(rl_dequeue_callback, PointerGetDatum(&w));
+	{
+		for (;;)
+		{
+			int64		now;
+			int64		sleep_us = 0;
+			int			next = -1;
+
+			ResetLatch(MyLatch);
+
+			SpinLockAcquire(&ep->mutex);
+			now = trading_monotonic_us();
+			if (!ep->in_use || ep->generation != w.generation)
+			{
+				dropped = true;
+				w.queued = false;	/* the drop emptied the queue */
+			}
+			else if (ep->queue_head == me && !ep->reconfiguring &&
+					 cost <= rl_min_n(ep) &&
+					 rl_allowed(ep, cost, now, &sleep_us))
+			{
+				rl_record(ep, cost, now);
+				ep->granted_total++;
+				ep->waited_us_total += now - start;
+				granted_at = now;
+				/* leave the queue and hand over to the next waiter */
+				ep->queue_head = rl_shared->wait_next[me];
+				if (ep->queue_head < 0)
+					ep->queue_tail = -1;
+				rl_shared->wait_next[me] = -1;
+				ep->queue_len--;
+				next = ep->queue_head;
+				w.queued = false;
+			}
+			else if (ep->queue_head == me)
+			{
+				if (ep->reconfiguring || cost > rl_min_n(ep))
+					sleep_us = 1000;
+				/* else sleep_us was set by rl_allowed() */
+			}
+			else
+				sleep_us = deadline - now;	/* woken when we become head */
+
+			if (!dropped && granted_at == 0 && now >= deadline)
+			{
+				ep->timeouts_total++;
+				ep->refused_total++;
+				ep->waited_us_total += now - start;
+			}
+			SpinLockRelease(&ep->mutex);
+
+			if (granted_at != 0)
+			{
+				rl_wake(next);
+				break;
+			}
+			if (dropped)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("rate limit endpoint \"%s\" was dropped while waiting",
+								endpoint)));
+			if (now >= deadline)
+			{
+				rl_dequeue(&w);
+				ereport(ERROR,
+						(errcode(ERRCODE_TRADING_RATE_LIMIT_TIMEOUT),
+						 errmsg("rate limit of endpoint \"%s\" not granted within the timeout",
+								endpoint),
+						 errdetail("Waited %.3f s for %d request(s); nothing was consumed.",
+								   (now - start) / 1000000.0, cost),
+						 errhint("Retry later, or pass a longer timeout to trading.rate_limit_acquire().")));
+			}
+
+			/* cap the sleep so a configuration change is noticed promptly */
+			sleep_us = Min(sleep_us, deadline - now);
+			sleep_us = Min(sleep_us, (int64) 1000000);
+			(void) WaitLatch(MyLatch,
+							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 (long) ((sleep_us + 999) / 1000),
+							 PG_WAIT_EXTENSION);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	PG_END_ENSURE_ERROR_CLEANUP(rl_dequeue_callback, PointerGetDatum(&w));
+
+	PG_RETURN_INTERVAL_P(us_to_interval(granted_at - start));
+}
+
+/* ---------------------------------------------------------------------
+ * Status.
+ * ---------------------------------------------------------------------
+ */
+
+Datum
+rate_limit_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	rl_prepare();
+	InitMaterializedSRF(fcinfo, 0);
+
+	for (int i = 0; i < rl_shared->max_endpoints; i++)
+	{
+		RateEndpoint *ep = &rl_shared->endpoints[i];
+		RateEndpoint snap;
+		int32		used[RL_MAX_LIMITS];
+		int64		oldest[RL_MAX_LIMITS];
+		int64		now;
+
+		SpinLockAcquire(&ep->mutex);
+		if (!ep->in_use)
+		{
+			SpinLockRelease(&ep->mutex);
+			continue;
+		}
+		now = trading_monotonic_us();
+		snap = *ep;
+		for (int l = 0; l < ep->nlimits; l++)
+			used[l] = rl_used(&ep->limits[l], now, &oldest[l]);
+		SpinLockRelease(&ep->mutex);
+
+		for (int l = 0; l < snap.nlimits; l++)
+		{
+			RateLimit  *lim = &snap.limits[l];
+			Datum		values[11];
+			bool		nulls[11] = {0};
+			int64		retry = 0;
+
+			if (used[l] >= lim->n)
+			{
+				/* a cost-1 request fits once the oldest unit leaves */
+				int64		k_oldest = oldest[l];
+
+				retry = Max(0, k_oldest + lim->per_us - now);
+			}
+			values[0] = CStringGetTextDatum(snap.name);
+			values[1] = Int32GetDatum(lim->n);
+			values[2] = IntervalPGetDatum(us_to_interval(lim->per_us));
+			values[3] = Int32GetDatum(used[l]);
+			values[4] = Int32GetDatum(Max(0, lim->n - used[l]));
+			values[5] = IntervalPGetDatum(us_to_interval(retry));
+			values[6] = Int64GetDatum((int64) snap.granted_total);
+			values[7] = Int64GetDatum((int64) snap.refused_total);
+			values[8] = Float8GetDatum(snap.waited_us_total / 1000000.0);
+			values[9] = Int32GetDatum(snap.queue_len);
+			values[10] = Int64GetDatum((int64) snap.timeouts_total);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
+								 values, nulls);
+		}
+	}
+	return (Datum) 0;
+}

@@ -1,0 +1,93 @@
+/*-------------------------------------------------------------------------
+ *
+ * trading.h
+ *	  Declarations shared by every part of the trading extension: the
+ *	  module interface (GUCs, shared memory, workers), the extension's own
+ *	  SQLSTATEs, and small argument-checking helpers for SQL functions.
+ *
+ * Each capability lives in its own module (rate limiter, crypto,
+ * correlation, metrics, broker worker).  A module exposes up to four entry
+ * points, all called from one place (trading.c / shmem.c), so that shared
+ * memory is laid out in a single table and nothing is initialised twice:
+ *
+ *	  X_init()			  from _PG_init: define GUCs, register workers
+ *	  X_shmem_request()	  from shmem_request_hook: RequestAddinShmemSpace,
+ *						  RequestNamedLWLockTranche
+ *	  X_shmem_startup()	  from shmem_startup_hook (AddinShmemInitLock held):
+ *						  ShmemInitStruct and first-time initialisation
+ *
+ * SQLSTATEs: the extension uses standard codes where one fits (22004 for
+ * NULL arguments, 22023 for bad values, 42704 for unknown objects, 54000 for
+ * configured bounds) and class "TR" for conditions specific to it.  Every
+ * code is listed in docs/SQLSTATES.md.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TRADING_H
+#define TRADING_H
+
+#include "postgres.h"
+#include "fmgr.h"
+#include "utils/elog.h"
+
+/* ---- extension-specific SQLSTATEs (class TR), see docs/SQLSTATES.md ---- */
+
+/* rate limiter */
+#define ERRCODE_TRADING_RATE_LIMIT_TIMEOUT		MAKE_SQLSTATE('T','R','0','0','1')
+#define ERRCODE_TRADING_RATE_LIMIT_NOT_LOADED	MAKE_SQLSTATE('T','R','0','0','2')
+/* wrong database: the extension's shared state belongs to trading.database */
+#define ERRCODE_TRADING_WRONG_DATABASE			MAKE_SQLSTATE('T','R','0','0','9')
+/* crypto (TR1xx), correlation (TR2xx), worker (TR3xx), metrics (TR4xx) */
+
+/* ---- GUCs owned by the core (guc.c) ---- */
+extern char *trading_database;
+
+/* ---- module entry points ---- */
+extern void trading_guc_init(void);
+
+extern void ratelimit_init(void);
+extern void ratelimit_shmem_request(void);
+extern void ratelimit_shmem_startup(void);
+
+extern void crypto_init(void);
+extern void crypto_shmem_request(void);
+extern void crypto_shmem_startup(void);
+
+extern void correlation_init(void);
+extern void correlation_shmem_request(void);
+extern void correlation_shmem_startup(void);
+
+extern void metrics_init(void);
+extern void metrics_shmem_request(void);
+extern void metrics_shmem_startup(void);
+
+extern void broker_worker_init(void);
+extern void broker_worker_shmem_request(void);
+extern void broker_worker_shmem_startup(void);
+
+/* shmem.c */
+extern void trading_shmem_install_hooks(void);
+
+/* ---- helpers for SQL-callable functions (util.c) ---- */
+
+/*
+ * Raise 22004 when argument argno is NULL.  name is the SQL parameter name
+ * as documented, so the message tells the caller exactly what to fix.
+ */
+extern void trading_require_arg(FunctionCallInfo fcinfo, int argno,
+								const char *name);
+
+/*
+ * Fetch a text argument as a C string, rejecting NULL (22004), empty
+ * strings (22023) and strings longer than maxlen bytes (22023).
+ */
+extern char *trading_text_arg(FunctionCallInfo fcinfo, int argno,
+							  const char *name, int maxlen);
+
+/* Error out (TR009) unless the current database is trading.database. */
+extern void trading_check_database(void);
+
+/* Microseconds of CLOCK_MONOTONIC: the time base of all shared state. */
+extern int64 trading_monotonic_us(void);
+
+#endif							/* TRADING_H */

@@ -1,0 +1,73 @@
+/*-------------------------------------------------------------------------
+ *
+ * util.c
+ *	  Small helpers shared by the SQL-callable functions of every module:
+ *	  argument checks with the documented SQLSTATEs, the database check,
+ *	  and the monotonic clock used by shared state.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "trading.h"
+
+#include <time.h>
+
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+
+void
+trading_require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
+
+char *
+trading_text_arg(FunctionCallInfo fcinfo, int argno, const char *name,
+				 int maxlen)
+{
+	text	   *t;
+	int			len;
+
+	trading_require_arg(fcinfo, argno, name);
+	t = PG_GETARG_TEXT_PP(argno);
+	len = VARSIZE_ANY_EXHDR(t);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", name)));
+	if (len > maxlen)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long", name),
+				 errdetail("The value has %d bytes; at most %d are allowed.",
+						   len, maxlen)));
+	return text_to_cstring(t);
+}
+
+void
+trading_check_database(void)
+{
+	const char *dbname = get_database_name(MyDatabaseId);
+
+	if (dbname == NULL || strcmp(dbname, trading_database) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRADING_WRONG_DATABASE),
+				 errmsg("trading's shared state belongs to database \"%s\"",
+						trading_database),
+				 errdetail("The current database is \"%s\".",
+						   dbname ? dbname : "?"),
+				 errhint("Use the extension in database \"%s\", or set trading.database in postgresql.conf and restart.",
+						 trading_database)));
+}
+
+int64
+trading_monotonic_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
