@@ -8,6 +8,7 @@
  *-------------------------------------------------------------------------
  */
 #include "trading.h"
+#include "correlation.h"
 
 void
 correlation_init(void)
@@ -21,5 +22,23 @@ correlation_shmem_request(void)
 
 void
 correlation_shmem_startup(void)
+{
+}
+
+void
+correlation_new_id(pg_uuid_t *out)
+{
+	memset(out, 0, sizeof(pg_uuid_t));
+}
+
+void
+correlation_emit_begin(const pg_uuid_t *id, const pg_uuid_t *parent,
+					   const char *operation, const char *attributes_json)
+{
+}
+
+void
+correlation_emit_end(const pg_uuid_t *id, const char *status,
+					 const char *error)
 {
 }

@@ -8,6 +8,7 @@
  *-------------------------------------------------------------------------
  */
 #include "trading.h"
+#include "crypto.h"
 
 void
 crypto_init(void)
@@ -22,4 +23,26 @@ crypto_shmem_request(void)
 void
 crypto_shmem_startup(void)
 {
+}
+
+bool
+crypto_server_key_available(void)
+{
+	return false;
+}
+
+bytea *
+crypto_encrypt_with_server_key(const char *data, Size len,
+							   const char *aad, Size aadlen)
+{
+	elog(ERROR, "server-key encryption is not built yet");
+	return NULL;
+}
+
+char *
+crypto_decrypt_with_server_key(const bytea *envelope, const char *aad,
+							   Size aadlen, Size *len)
+{
+	elog(ERROR, "server-key encryption is not built yet");
+	return NULL;
 }

@@ -8,6 +8,7 @@
  *-------------------------------------------------------------------------
  */
 #include "trading.h"
+#include "metrics.h"
 
 void
 metrics_init(void)
@@ -21,5 +22,20 @@ metrics_shmem_request(void)
 
 void
 metrics_shmem_startup(void)
+{
+}
+
+void
+metrics_observe_request(const char *endpoint, double seconds, int http_status)
+{
+}
+
+void
+metrics_count_exception(const char *kind)
+{
+}
+
+void
+metrics_count_trade(const char *side, const char *status)
 {
 }
