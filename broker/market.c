@@ -554,7 +554,7 @@ h_quote_ohlc(struct req *r, char **args, reply *rp)
 	quote_common(r, rp, Q_OHLC);
 }
 
-/* /instruments and /instruments/{exchange}: the CSV rows as loaded */
+/* /instruments and /instruments/{exchange}: the CSV rows as loaded, CRLF */
 void
 h_instruments(struct req *r, char **args, reply *rp)
 {
@@ -563,13 +563,13 @@ h_instruments(struct req *r, char **args, reply *rp)
 
 	jb_init(&b);
 	jb_raw(&b, csv_header, strlen(csv_header));
-	jb_raw(&b, "\n", 1);
+	jb_raw(&b, "\r\n", 2);
 	for (int i = 0; i < ninst; i++)
 	{
 		if (exch && strcmp(insts[i].exchange, exch) != 0)
 			continue;
 		jb_raw(&b, insts[i].csv_line, strlen(insts[i].csv_line));
-		jb_raw(&b, "\n", 1);
+		jb_raw(&b, "\r\n", 2);
 	}
 	rp->status = 200;
 	rp->body = jb_steal(&b, &rp->len);

@@ -9,7 +9,8 @@
  * at its limit price once the last price crosses it.  SL and SL-M orders
  * wait in TRIGGER PENDING until the last price reaches the trigger (BUY: at
  * or above, SELL: at or below); SL-M then fills at the last price, SL
- * becomes a LIMIT order.  IOC orders that cannot fill at once are
+ * becomes a LIMIT order (filled at the last price if marketable).  IOC
+ * orders that cannot fill at once are
  * cancelled.  Fills are whole (no partial fills).  Every state change is
  * kept, so /orders/{id} returns the order's history like Kite does.
  */
@@ -172,7 +173,7 @@ try_match(order *o, bool arriving)
 		}
 		push_state(o, "OPEN", NULL);
 		is_open = true;
-		arriving = false;		/* a triggered SL rests at its limit price */
+		arriving = true;		/* a triggered SL is a new limit order */
 	}
 	if (!is_open)
 		return;
