@@ -246,6 +246,7 @@ typedef struct fault_decision
 int			faults_set(faults *f, const char *name, const char *value, char *err, size_t errlen);
 void		faults_decide(enum ep_class c, fault_decision *d);	/* needs g_lock */
 void		faults_json(jbuf *j);
+void		faults_reset(void);	/* needs g_lock */
 void		faults_apply_body(reply *rp, const fault_decision *d);
 void		reply_fault(reply *rp, const fault_decision *d);
 

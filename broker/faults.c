@@ -24,6 +24,13 @@ const char *const fault_param_names[] = {
 static rng	fault_rng;
 static bool fault_rng_seeded;
 
+/* the next roll starts the seeded sequence again (used by /admin/reset) */
+void
+faults_reset(void)
+{
+	fault_rng_seeded = false;
+}
+
 static int
 set_rate(double *dst, const char *v, char *err, size_t errlen)
 {

@@ -51,6 +51,7 @@ broker_reset_all(void)
 	ratelimit_reset();
 	stats_reset();
 	g_faults = g_cfg.faults;
+	faults_reset();
 }
 
 enum
