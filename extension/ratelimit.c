@@ -35,8 +35,11 @@
  *   trading.rate_limits bumps config_gen at commit or abort, and the next
  *   caller that sees the two differ re-reads the table (ratelimit_sync).
  *
- * Time is CLOCK_MONOTONIC in microseconds, read under the mutex, so the
- * timestamps of each ring are non-decreasing.
+ * Time is CLOCK_MONOTONIC in microseconds.  The hot path reads it just
+ * before taking the mutex and, under the mutex, raises it to the newest
+ * recorded timestamp if another backend got in between (rl_clamp_now), so
+ * the timestamps of each ring are non-decreasing and check and record use
+ * one consistent time.
  *
  *-------------------------------------------------------------------------
  */
@@ -70,6 +73,7 @@ typedef struct RlCacheEntry
 } RlCacheEntry;
 
 static HTAB *rl_cache = NULL;
+static RlCacheEntry *rl_last = NULL;	/* the entry found last */
 
 /* this transaction modified trading.rate_limits */
 static bool rl_xact_dirty = false;
@@ -169,6 +173,29 @@ rl_kth_oldest(RateLimit *lim, int k)
 }
 
 /*
+ * A time read before the mutex was taken may be older than the newest
+ * timestamp already recorded: use the newer one, so rings stay ordered.
+ */
+int64
+rl_clamp_now(RateEndpoint *ep, int64 now)
+{
+	for (int i = 0; i < ep->nlimits; i++)
+	{
+		RateLimit  *lim = &ep->limits[i];
+
+		if (lim->count > 0)
+		{
+			int			last = lim->next == 0 ? lim->n - 1 : lim->next - 1;
+			int64		t = rl_shared->slots[lim->offset + last];
+
+			if (t > now)
+				now = t;
+		}
+	}
+	return now;
+}
+
+/*
  * Can cost more units be granted at time now?  With the last n units' times
  * e_1 <= ... <= e_n, the window (now - per, now] may hold at most n - cost
  * of them, i.e. the k-th oldest, k = count + cost - n, must lie outside.
@@ -210,7 +237,8 @@ rl_record(RateEndpoint *ep, int cost, int64 now)
 		for (int c = 0; c < cost; c++)
 		{
 			ring[lim->next] = now;
-			lim->next = (lim->next + 1) % lim->n;
+			if (++lim->next == lim->n)
+				lim->next = 0;
 		}
 		lim->count = Min(lim->count + cost, lim->n);
 	}
@@ -290,12 +318,19 @@ rl_lookup(const char *name, uint32 *generation)
 
 	if (strlen(name) >= RL_NAME_LEN)
 		return -1;
+	/* most callers use one endpoint over and over */
+	if (rl_last && strcmp(rl_last->name, name) == 0)
+	{
+		*generation = rl_last->generation;
+		return rl_last->index;
+	}
 	if (rl_cache == NULL)
 		rl_cache_init();
 
 	ce = hash_search(rl_cache, name, HASH_FIND, NULL);
 	if (ce)
 	{
+		rl_last = ce;
 		*generation = ce->generation;
 		return ce->index;
 	}
@@ -322,6 +357,7 @@ rl_lookup(const char *name, uint32 *generation)
 		ce = hash_search(rl_cache, name, HASH_ENTER, &hit);
 		ce->index = found;
 		ce->generation = *generation;
+		rl_last = ce;
 	}
 	return found;
 }
@@ -329,12 +365,24 @@ rl_lookup(const char *name, uint32 *generation)
 void
 rl_forget(const char *name)
 {
+	rl_last = NULL;
 	if (rl_cache && strlen(name) < RL_NAME_LEN)
 		hash_search(rl_cache, name, HASH_REMOVE, NULL);
 }
 
 RateLimitResult
 ratelimit_try(const char *endpoint, int cost, int64 *retry_after_us)
+{
+	return ratelimit_try_ext(endpoint, cost, retry_after_us, true);
+}
+
+/*
+ * As ratelimit_try; count_refusal = false is for rate_limit_acquire, whose
+ * first attempt is not a refusal when it goes on to wait.
+ */
+RateLimitResult
+ratelimit_try_ext(const char *endpoint, int cost, int64 *retry_after_us,
+				  bool count_refusal)
 {
 	for (int attempt = 0; attempt < 2; attempt++)
 	{
@@ -343,11 +391,18 @@ ratelimit_try(const char *endpoint, int cost, int64 *retry_after_us)
 		RateEndpoint *ep;
 		RateLimitResult result;
 		int64		wait = 0;
+		int64		now;
 
 		if (idx < 0)
 			return RL_UNKNOWN_ENDPOINT;
 		ep = &rl_shared->endpoints[idx];
 
+		/*
+		 * Read the clock before taking the lock, to keep the lock short.
+		 * Another backend may have recorded a later time meanwhile; using the
+		 * later of the two keeps every ring ordered (rl_clamp_now).
+		 */
+		now = trading_monotonic_us();
 		SpinLockAcquire(&ep->mutex);
 		if (!ep->in_use || ep->generation != gen)
 		{
@@ -364,22 +419,19 @@ ratelimit_try(const char *endpoint, int cost, int64 *retry_after_us)
 		{
 			/* limits are being replaced; fail closed for a moment */
 			wait = 1000;
-			ep->refused_total++;
+			ep->refused_total += count_refusal;
 			result = RL_REFUSED;
 		}
 		else if (ep->queue_len > 0)
 		{
 			/* waiters arrived first: they are served in order */
-			int64		now = trading_monotonic_us();
-
-			rl_allowed(ep, cost, now, &wait);
-			ep->refused_total++;
+			rl_allowed(ep, cost, rl_clamp_now(ep, now), &wait);
+			ep->refused_total += count_refusal;
 			result = RL_REFUSED;
 		}
 		else
 		{
-			int64		now = trading_monotonic_us();
-
+			now = rl_clamp_now(ep, now);
 			if (rl_allowed(ep, cost, now, &wait))
 			{
 				rl_record(ep, cost, now);
@@ -388,7 +440,7 @@ ratelimit_try(const char *endpoint, int cost, int64 *retry_after_us)
 			}
 			else
 			{
-				ep->refused_total++;
+				ep->refused_total += count_refusal;
 				result = RL_REFUSED;
 			}
 		}

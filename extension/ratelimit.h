@@ -94,6 +94,10 @@ typedef enum RateLimitResult
 extern RateLimitResult ratelimit_try(const char *endpoint, int cost,
 									 int64 *retry_after_us);
 
+extern RateLimitResult ratelimit_try_ext(const char *endpoint, int cost,
+										 int64 *retry_after_us,
+										 bool count_refusal);
+
 /*
  * Bring shared memory in line with trading.rate_limits if the table changed
  * since the last synchronisation (or always, when force).  Needs a
@@ -114,6 +118,7 @@ ratelimit_ensure_synced(void)
 /* Internal helpers shared by ratelimit.c and ratelimit_sql.c. */
 extern int	rl_lookup(const char *name, uint32 *generation);
 extern void rl_forget(const char *name);
+extern int64 rl_clamp_now(RateEndpoint *ep, int64 now);
 extern bool rl_allowed(RateEndpoint *ep, int cost, int64 now,
 					   int64 *retry_after_us);
 extern void rl_record(RateEndpoint *ep, int cost, int64 now);

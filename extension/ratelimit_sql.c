@@ -238,10 +238,24 @@ rate_limits_changed(PG_FUNCTION_ARGS)
 Datum
 rate_limit_try(PG_FUNCTION_ARGS)
 {
-	char	   *endpoint = rl_endpoint_arg(fcinfo, 0);
-	int			cost = cost_arg(fcinfo, 1);
+	char		endpoint[RL_NAME_LEN];
+	int			cost;
 	int64		extra;
 	RateLimitResult r;
+
+	/* hot path: copy the name to the stack instead of palloc'ing it */
+	if (!PG_ARGISNULL(0) &&
+		VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)) > 0 &&
+		VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)) < RL_NAME_LEN)
+	{
+		text	   *t = PG_GETARG_TEXT_PP(0);
+
+		memcpy(endpoint, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+		endpoint[VARSIZE_ANY_EXHDR(t)] = '\0';
+	}
+	else
+		strlcpy(endpoint, rl_endpoint_arg(fcinfo, 0), RL_NAME_LEN);	/* errors */
+	cost = cost_arg(fcinfo, 1);
 
 	rl_prepare();
 	r = ratelimit_try(endpoint, cost, &extra);
@@ -327,7 +341,7 @@ rate_limit_acquire(PG_FUNCTION_ARGS)
 	rl_prepare();
 
 	/* fast path: nobody waiting and the request fits */
-	r = ratelimit_try(endpoint, cost, &extra);
+	r = ratelimit_try_ext(endpoint, cost, &extra, false);
 	if (r == RL_GRANTED)
 		PG_RETURN_INTERVAL_P(us_to_interval(0));
 	if (r != RL_REFUSED)

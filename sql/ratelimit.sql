@@ -53,7 +53,7 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 DO $$ BEGIN PERFORM trading.rate_limit_acquire('test.acquire', 1, '0');
 EXCEPTION WHEN SQLSTATE 'TR001' THEN RAISE NOTICE 'caught TR001'; END $$;
-SELECT used, waiting, granted_total, timeouts_total, waited_seconds_total >= 0.2 AS waited
+SELECT used, waiting, granted_total, refused_total, timeouts_total, waited_seconds_total >= 0.2 AS waited
 FROM trading.rate_limit_status WHERE endpoint = 'test.acquire';
 
 -- A rolled-back change is undone in shared memory too.

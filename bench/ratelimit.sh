@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Rate limiter speed: pgbench, interleaved in one run, on
+#   select1  SELECT 1
+#   try      SELECT trading.rate_limit_try('bench')   (a limit that never refuses)
+#   bucket   the usual PL/pgSQL token bucket on a table (SELECT ... FOR UPDATE,
+#            UPDATE), with synchronous_commit = off to be fair
+# Prints tps (median of ROUNDS) and the ratios.  Targets: try >= 0.9x select1,
+# try >= 5x bucket.  Run as root after scripts/setup.sh (or as postgres).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+ROUNDS=${ROUNDS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+CLIENTS=${CLIENTS:-8}
+
+bench_cluster_start ratelimit
+bench_psql <<'SQL'
+CREATE EXTENSION trading;
+-- 2,000,000 per 10 s is far above what 2 cores can ask for: never refuses
+SELECT trading.rate_limit_set('bench', 200000, '1 second');
+CREATE TABLE bucket (endpoint text PRIMARY KEY, tokens float8, capacity float8,
+                     refill_per_second float8, updated timestamptz);
+INSERT INTO bucket VALUES ('bench', 200000, 200000, 200000, clock_timestamp());
+CREATE FUNCTION bucket_try(ep text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    b bucket%ROWTYPE;
+    now timestamptz := clock_timestamp();
+    t float8;
+BEGIN
+    SELECT * INTO b FROM bucket WHERE endpoint = ep FOR UPDATE;
+    t := least(b.capacity, b.tokens + extract(epoch FROM now - b.updated) * b.refill_per_second);
+    IF t >= 1 THEN
+        UPDATE bucket SET tokens = t - 1, updated = now WHERE endpoint = ep;
+        RETURN true;
+    END IF;
+    UPDATE bucket SET tokens = t, updated = now WHERE endpoint = ep;
+    RETURN false;
+END $$;
+SQL
+
+tmp=$(mktemp -d); chmod 755 "$tmp"
+echo "SELECT 1;" > "$tmp/select1.sql"
+echo "SELECT trading.rate_limit_try('bench');" > "$tmp/try.sql"
+echo "SELECT bucket_try('bench');" > "$tmp/bucket.sql"
+chmod 644 "$tmp"/*.sql
+
+declare -A runs
+for r in $(seq "$ROUNDS"); do
+    for w in select1 try bucket; do
+        opts=()
+        [ "$w" = bucket ] && export PGOPTIONS='-c synchronous_commit=off' || unset PGOPTIONS
+        tps=$(bench_tps -n -M prepared -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" -f "$tmp/$w.sql")
+        runs[$w]="${runs[$w]:-} $tps"
+        printf 'round %d  %-8s %10.0f tps\n' "$r" "$w" "$tps"
+    done
+done
+unset PGOPTIONS
+rm -rf "$tmp"
+
+refused=$(bench_psql -At -c "SELECT refused_total FROM trading.rate_limit_status WHERE endpoint = 'bench'")
+s=$(echo ${runs[select1]} | tr ' ' '\n' | median)
+t=$(echo ${runs[try]} | tr ' ' '\n' | median)
+b=$(echo ${runs[bucket]} | tr ' ' '\n' | median)
+echo
+echo "median tps over $ROUNDS rounds ($CLIENTS clients, ${SECONDS_PER_RUN}s each, -M prepared):"
+printf '  SELECT 1                    %10.0f\n' "$s"
+printf '  rate_limit_try              %10.0f\n' "$t"
+printf '  PL/pgSQL table bucket       %10.0f\n' "$b"
+printf '  try / SELECT 1              %10.2f   (target >= 0.90)\n' "$(echo "$t / $s" | bc -l)"
+printf '  try / table bucket          %10.2f   (target >= 5)\n' "$(echo "$t / $b" | bc -l)"
+echo "  refusals on the bench endpoint: $refused (must be 0)"
