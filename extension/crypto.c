@@ -1,18 +1,210 @@
 /*-------------------------------------------------------------------------
  *
  * crypto.c
- *	  Placeholder for the crypto capability: its module entry points exist so
- *	  that trading.c and shmem.c already list it; the capability replaces
- *	  this file.
+ *	  The server key and the C API of encryption at rest: GUCs, loading the
+ *	  master key(s) with trading.key_command at server start, the key check
+ *	  values, per-backend HKDF subkeys, and sealing/opening envelopes in
+ *	  server-key and passphrase mode.  The SQL functions are in
+ *	  crypto_sql.c, archives in archive.c, the byte format in
+ *	  crypto_envelope.c.
+ *
+ * Key memory
+ * ----------
+ * The postmaster runs trading.key_command once, in _PG_init, and keeps the
+ * key versions in a page of its own: an anonymous MAP_SHARED mapping that
+ * is mlock()ed (kept out of swap; the postmaster's lock keeps the page
+ * resident for every child sharing it), excluded from core dumps, and
+ * wiped by the postmaster at exit.  Backends inherit the mapping through
+ * fork() and only ever read it.  The key never enters a GUC, a table, a
+ * log line or an error message; errors about the key command describe the
+ * line and the problem, never the content.
+ *
+ * Each backend derives subkeys from the master key with HKDF-SHA256 and a
+ * random salt stored in the envelope.  For rows it reuses one salt (and so
+ * one subkey) for up to CRYPTO_SUBKEY_MAX_USES values, which keeps a row at
+ * the cost of one AES-GCM call while every subkey stays far below the
+ * 2^32 random-nonce limit; archives and files get a fresh salt.  Subkeys
+ * needed for decryption are cached (CRYPTO_DEC_CACHE entries, keyed by
+ * version and salt).  Subkeys and passphrase-derived keys live in another
+ * locked, non-dumpable page that the backend wipes when it exits.
+ *
+ * Key check values: a 16-byte HKDF output of each key version is
+ * registered in trading.key_versions the first time the version is used,
+ * and compared there by every backend before its first use of that
+ * version, so a wrong key is reported as such (TR102) rather than as
+ * thousands of failed decryptions.
+ *
+ * Locking: none is needed.  The key page is written by the postmaster
+ * before any child exists and is read-only afterwards; the subkey page is
+ * private to its backend.
  *
  *-------------------------------------------------------------------------
  */
 #include "trading.h"
 #include "crypto.h"
+#include "crypto_envelope.h"
+
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+/* largest key command output read */
+#define KEY_OUTPUT_MAX			4096
+
+/* values sealed with one per-backend subkey before a new salt is drawn */
+#define CRYPTO_SUBKEY_MAX_USES	(1U << 20)
+
+/* decryption subkeys cached per backend */
+#define CRYPTO_DEC_CACHE		16
+
+/* ---- the postmaster's key page (shared with every child, read-only) ---- */
+typedef struct CryptoKeyring
+{
+	bool		loaded;
+	int			nkeys;
+	int			current;		/* index of the highest version */
+	char		load_error[256];	/* why nothing is loaded; no key data */
+	TenvKey		keys[TENV_MAX_KEYS];
+	unsigned char kcv[TENV_MAX_KEYS][TENV_KCV_LEN];
+	char		output[KEY_OUTPUT_MAX + 1]; /* raw key command output */
+} CryptoKeyring;
+
+static CryptoKeyring *keyring = NULL;
+static Size keyring_size = 0;
+static pid_t keyring_owner = 0;
+
+/* ---- this backend's subkeys (private locked page) ---- */
+typedef struct CryptoSubkey
+{
+	bool		valid;
+	uint32		version;
+	unsigned char salt[TENV_SALT_LEN];
+	unsigned char key[TENV_KEY_LEN];
+} CryptoSubkey;
+
+typedef struct CryptoBackendKeys
+{
+	CryptoSubkey enc;			/* the salt/subkey rows are sealed with */
+	uint32		enc_uses;
+	CryptoSubkey dec[CRYPTO_DEC_CACHE];
+	int			dec_next;		/* round-robin replacement */
+	unsigned char scratch[TENV_KEY_LEN];	/* fresh-salt and passphrase keys */
+	int8		kcv_state[TENV_MAX_KEYS];	/* 0 unchecked, 1 ok, -1 mismatch */
+} CryptoBackendKeys;
+
+static CryptoBackendKeys *bkeys = NULL;
+static Size bkeys_size = 0;
+static bool crypto_database_checked = false;
+
+/* GUCs */
+static char *crypto_key_command = NULL;
+int			crypto_pbkdf2_iterations = TENV_DEFAULT_ITERATIONS;
+
+static void load_server_key(void);
+
+/* ---------------------------------------------------------------------
+ * Locked pages.
+ * ---------------------------------------------------------------------
+ */
+
+static void *
+locked_page(Size size, bool shared, const char *what)
+{
+	void	   *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+						 (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS,
+						 -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	if (mlock(p, size) != 0)
+		ereport(WARNING,
+				(errmsg("trading: could not lock the memory of the %s: %m", what),
+				 errdetail("The keys may be written to swap."),
+				 errhint("Raise the server user's RLIMIT_MEMLOCK (ulimit -l).")));
+#ifdef MADV_DONTDUMP
+	(void) madvise(p, size, MADV_DONTDUMP);
+#endif
+	memset(p, 0, size);
+	return p;
+}
+
+static void
+wipe_keyring(int code, Datum arg)
+{
+	/* children inherit on_proc_exit entries in some paths: owner only */
+	if (keyring == NULL || getpid() != keyring_owner)
+		return;
+	tenv_wipe(keyring, keyring_size);
+	munlock(keyring, keyring_size);
+}
+
+static void
+wipe_backend_keys(int code, Datum arg)
+{
+	if (bkeys == NULL)
+		return;
+	tenv_wipe(bkeys, bkeys_size);
+	munlock(bkeys, bkeys_size);
+	munmap(bkeys, bkeys_size);
+	bkeys = NULL;
+}
+
+static CryptoBackendKeys *
+backend_keys(void)
+{
+	if (bkeys == NULL)
+	{
+		bkeys_size = TYPEALIGN(getpagesize(), sizeof(CryptoBackendKeys));
+		bkeys = locked_page(bkeys_size, false, "backend's subkeys");
+		if (bkeys == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not allocate memory for encryption keys: %m")));
+		on_proc_exit(wipe_backend_keys, (Datum) 0);
+	}
+	return bkeys;
+}
+
+/* ---------------------------------------------------------------------
+ * Module entry points.
+ * ---------------------------------------------------------------------
+ */
 
 void
 crypto_init(void)
 {
+	DefineCustomStringVariable("trading.key_command",
+							   "Program that prints the server's master key(s) at server start.",
+							   "It must print one key per line: 64 hexadecimal digits, optionally "
+							   "preceded by \"version:\"; the highest version encrypts.  "
+							   "Runs with the data directory as working directory.",
+							   &crypto_key_command,
+							   "",
+							   PGC_POSTMASTER,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("trading.pbkdf2_iterations",
+							"PBKDF2-HMAC-SHA256 iterations of passphrase encryption.",
+							"Stored in each envelope, so values encrypted with another "
+							"setting still decrypt.",
+							&crypto_pbkdf2_iterations,
+							TENV_DEFAULT_ITERATIONS,
+							TENV_MIN_ITERATIONS, TENV_MAX_ITERATIONS,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	load_server_key();
 }
 
 void
@@ -25,24 +217,513 @@ crypto_shmem_startup(void)
 {
 }
 
+/* ---------------------------------------------------------------------
+ * Loading the key (postmaster, once).
+ * ---------------------------------------------------------------------
+ */
+
+static void
+key_load_failed(void)
+{
+	ereport(WARNING,
+			(errmsg("trading: could not load the server key"),
+			 errdetail_internal("%s", keyring->load_error),
+			 errhint("Functions that need the server key will fail until trading.key_command is fixed and the server restarted.")));
+}
+
+static void
+load_server_key(void)
+{
+	FILE	   *fp;
+	size_t		got = 0;
+	int			status;
+	int			errline;
+	const char *errmsg_text;
+	int			n;
+
+	keyring_size = TYPEALIGN(getpagesize(), sizeof(CryptoKeyring));
+	keyring = locked_page(keyring_size, true, "server key");
+	if (keyring == NULL)
+	{
+		ereport(WARNING,
+				(errmsg("trading: could not allocate memory for the server key: %m")));
+		return;
+	}
+	keyring_owner = getpid();
+	on_proc_exit(wipe_keyring, (Datum) 0);
+
+	if (crypto_key_command == NULL || crypto_key_command[0] == '\0')
+	{
+		snprintf(keyring->load_error, sizeof(keyring->load_error),
+				 "trading.key_command is not set.");
+		return;
+	}
+
+	fflush(NULL);
+	fp = popen(crypto_key_command, "r");
+	if (fp == NULL)
+	{
+		snprintf(keyring->load_error, sizeof(keyring->load_error),
+				 "trading.key_command could not be started: %m.");
+		key_load_failed();
+		return;
+	}
+	while (got < KEY_OUTPUT_MAX)
+	{
+		size_t		r = fread(keyring->output + got, 1, KEY_OUTPUT_MAX - got, fp);
+
+		if (r == 0)
+			break;
+		got += r;
+	}
+	/* drain anything beyond the limit so that the command can exit */
+	if (got == KEY_OUTPUT_MAX)
+	{
+		char		sink[256];
+
+		while (fread(sink, 1, sizeof(sink), fp) > 0)
+			got = KEY_OUTPUT_MAX + 1;
+		tenv_wipe(sink, sizeof(sink));
+	}
+	status = pclose(fp);
+
+	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+	{
+		tenv_wipe(keyring->output, sizeof(keyring->output));
+		if (status != -1 && WIFEXITED(status))
+			snprintf(keyring->load_error, sizeof(keyring->load_error),
+					 "trading.key_command exited with status %d.",
+					 WEXITSTATUS(status));
+		else if (status != -1 && WIFSIGNALED(status))
+			snprintf(keyring->load_error, sizeof(keyring->load_error),
+					 "trading.key_command was terminated by signal %d.",
+					 WTERMSIG(status));
+		else
+			snprintf(keyring->load_error, sizeof(keyring->load_error),
+					 "trading.key_command could not be waited for: %m.");
+		key_load_failed();
+		return;
+	}
+	if (got > KEY_OUTPUT_MAX)
+	{
+		tenv_wipe(keyring->output, sizeof(keyring->output));
+		snprintf(keyring->load_error, sizeof(keyring->load_error),
+				 "The output of trading.key_command is longer than %d bytes.",
+				 KEY_OUTPUT_MAX);
+		key_load_failed();
+		return;
+	}
+
+	n = tenv_parse_keys(keyring->output, got, keyring->keys, TENV_MAX_KEYS,
+						&errline, &errmsg_text);
+	tenv_wipe(keyring->output, sizeof(keyring->output));
+	if (n < 0)
+	{
+		tenv_wipe(keyring->keys, sizeof(keyring->keys));
+		if (errline > 0)
+			snprintf(keyring->load_error, sizeof(keyring->load_error),
+					 "Line %d of the output of trading.key_command: %s.",
+					 errline, errmsg_text);
+		else
+			snprintf(keyring->load_error, sizeof(keyring->load_error),
+					 "The output of trading.key_command is not usable: %s.",
+					 errmsg_text);
+		key_load_failed();
+		return;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		if (tenv_key_check_value(keyring->keys[i].key, keyring->kcv[i]) != TENV_OK)
+		{
+			tenv_wipe(keyring->keys, sizeof(keyring->keys));
+			snprintf(keyring->load_error, sizeof(keyring->load_error),
+					 "The key check value could not be computed.");
+			key_load_failed();
+			return;
+		}
+	}
+	keyring->nkeys = n;
+	keyring->current = tenv_current_key(keyring->keys, n);
+	keyring->loaded = true;
+	ereport(LOG,
+			(errmsg("trading: loaded %d server key version(s), current version %u",
+					n, keyring->keys[keyring->current].version)));
+}
+
+/* ---------------------------------------------------------------------
+ * Reporting.
+ * ---------------------------------------------------------------------
+ */
+
 bool
 crypto_server_key_available(void)
 {
-	return false;
+	return keyring != NULL && keyring->loaded;
+}
+
+const char *
+crypto_key_load_error(void)
+{
+	if (keyring == NULL)
+		return "The server key memory could not be allocated.";
+	return keyring->loaded ? "" : keyring->load_error;
+}
+
+static void
+report_envelope_error(TenvStatus st)
+{
+	if (st == TENV_ERR_AUTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRADING_DECRYPT_FAILED),
+				 errmsg("could not decrypt the value: authentication failed"),
+				 errdetail("The key or passphrase is wrong, the associated data differs, or the value was modified or truncated.")));
+	if (st == TENV_ERR_TOO_LARGE)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("value is too large to encrypt")));
+	if (st == TENV_ERR_CRYPTO)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRADING_CRYPTO_FAILURE),
+				 errmsg("the cryptographic library failed")));
+	ereport(ERROR,
+			(errcode(ERRCODE_TRADING_BAD_ENVELOPE),
+			 errmsg("value is not a valid encrypted envelope"),
+			 errdetail("%s.", tenv_strerror(st))));
+}
+
+static void
+require_key(void)
+{
+	if (!crypto_server_key_available())
+		ereport(ERROR,
+				(errcode(ERRCODE_TRADING_NO_SERVER_KEY),
+				 errmsg("the server key is not loaded"),
+				 errdetail("%s", crypto_key_load_error()),
+				 errhint("Set trading.key_command to a program that prints the key (see docs/ENCRYPTION.md) and restart the server; the server log shows why loading failed.")));
+	if (!crypto_database_checked)
+	{
+		trading_check_database();
+		crypto_database_checked = true;
+	}
+}
+
+/*
+ * Compare the key check value of keyring->keys[i] with the one registered
+ * in trading.key_versions (registering it on first use).  Once per
+ * backend and version.
+ */
+static void
+check_key_version(int i)
+{
+	CryptoBackendKeys *bk = backend_keys();
+	uint32		version = keyring->keys[i].version;
+
+	if (bk->kcv_state[i] == 0)
+	{
+		Oid			types[3] = {INT4OID, BYTEAOID, BOOLOID};
+		Datum		values[3];
+		bytea	   *kcv = palloc(VARHDRSZ + TENV_KCV_LEN);
+		bool		isnull;
+		Datum		d;
+		int			ret;
+
+		SET_VARSIZE(kcv, VARHDRSZ + TENV_KCV_LEN);
+		memcpy(VARDATA(kcv), keyring->kcv[i], TENV_KCV_LEN);
+		values[0] = Int32GetDatum((int32) version);
+		values[1] = PointerGetDatum(kcv);
+		values[2] = BoolGetDatum(!RecoveryInProgress() && !XactReadOnly);
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		ret = SPI_execute_with_args("SELECT trading._key_version_check($1, $2, $3)",
+									3, types, values, NULL, false, 1);
+		if (ret != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not check the server key: %s",
+				 SPI_result_code_string(ret));
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+						  &isnull);
+		/* NULL: not registered and cannot register now (read-only) */
+		bk->kcv_state[i] = isnull ? 0 : (DatumGetBool(d) ? 1 : -1);
+		SPI_finish();
+		if (isnull)
+			return;
+	}
+	if (bk->kcv_state[i] < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRADING_WRONG_SERVER_KEY),
+				 errmsg("server key version %u does not match its key check value", version),
+				 errdetail("trading.key_command printed a different key for version %u than the one registered in trading.key_versions; values encrypted under that version cannot be decrypted with it.",
+						   version),
+				 errhint("Restore the right key in the key command's source and restart the server.")));
+}
+
+static int
+key_index(uint32 version)
+{
+	for (int i = 0; i < keyring->nkeys; i++)
+		if (keyring->keys[i].version == version)
+			return i;
+	ereport(ERROR,
+			(errcode(ERRCODE_TRADING_UNKNOWN_KEY_VERSION),
+			 errmsg("server key version %u is not loaded", version),
+			 errdetail("The value was encrypted under key version %u; the key command printed %d other version(s).",
+					   version, keyring->nkeys),
+			 errhint("The key command must print every key version still in use, one \"version:hex\" line each.")));
+	return -1;					/* not reached */
+}
+
+uint32
+crypto_current_key_version(void)
+{
+	require_key();
+	return keyring->keys[keyring->current].version;
+}
+
+int
+crypto_loaded_keys(uint32 *versions, unsigned char (*kcvs)[16], int max,
+				   int *current_index)
+{
+	int			n = 0;
+
+	*current_index = -1;
+	if (!crypto_server_key_available())
+		return 0;
+	for (int i = 0; i < keyring->nkeys && n < max; i++, n++)
+	{
+		versions[n] = keyring->keys[i].version;
+		memcpy(kcvs[n], keyring->kcv[i], TENV_KCV_LEN);
+		if (i == keyring->current)
+			*current_index = n;
+	}
+	return n;
+}
+
+/* ---------------------------------------------------------------------
+ * Sealing and opening.
+ * ---------------------------------------------------------------------
+ */
+
+static bytea *
+alloc_envelope(Size len)
+{
+	bytea	   *out;
+
+	if (len > MaxAllocSize - VARHDRSZ - TENV_OVERHEAD)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("value is too large to encrypt"),
+				 errdetail("The value has %zu bytes; an encrypted value must stay below 1 GB.",
+						   (size_t) len)));
+	out = palloc(VARHDRSZ + len + TENV_OVERHEAD);
+	SET_VARSIZE(out, VARHDRSZ + len + TENV_OVERHEAD);
+	return out;
+}
+
+static bytea *
+server_seal(const char *data, Size len, const char *aad, Size aadlen,
+			bool fresh)
+{
+	CryptoBackendKeys *bk;
+	const TenvKey *k;
+	CryptoSubkey *sk;
+	bytea	   *out;
+	unsigned char *env;
+	TenvStatus	st;
+
+	require_key();
+	k = &keyring->keys[keyring->current];
+	check_key_version(keyring->current);
+	bk = backend_keys();
+	out = alloc_envelope(len);
+	env = (unsigned char *) VARDATA(out);
+
+	if (fresh)
+	{
+		st = tenv_write_header(env, TENV_MODE_SERVER_KEY, k->version,
+							   aadlen > 0, NULL);
+		if (st == TENV_OK)
+			st = tenv_derive_subkey(k->key, env + 12, bk->scratch);
+		if (st == TENV_OK)
+			st = tenv_seal(bk->scratch, env, (const unsigned char *) data, len,
+						   (const unsigned char *) aad, aadlen);
+		tenv_wipe(bk->scratch, sizeof(bk->scratch));
+	}
+	else
+	{
+		sk = &bk->enc;
+		if (!sk->valid || sk->version != k->version ||
+			bk->enc_uses >= CRYPTO_SUBKEY_MAX_USES)
+		{
+			sk->valid = false;
+			if (!tenv_random(sk->salt, TENV_SALT_LEN) ||
+				tenv_derive_subkey(k->key, sk->salt, sk->key) != TENV_OK)
+				report_envelope_error(TENV_ERR_CRYPTO);
+			sk->version = k->version;
+			sk->valid = true;
+			bk->enc_uses = 0;
+		}
+		bk->enc_uses++;
+		st = tenv_write_header(env, TENV_MODE_SERVER_KEY, k->version,
+							   aadlen > 0, sk->salt);
+		if (st == TENV_OK)
+			st = tenv_seal(sk->key, env, (const unsigned char *) data, len,
+						   (const unsigned char *) aad, aadlen);
+	}
+	if (st != TENV_OK)
+		report_envelope_error(st);
+	return out;
 }
 
 bytea *
 crypto_encrypt_with_server_key(const char *data, Size len,
 							   const char *aad, Size aadlen)
 {
-	elog(ERROR, "server-key encryption is not built yet");
-	return NULL;
+	return server_seal(data, len, aad, aadlen, false);
+}
+
+bytea *
+crypto_encrypt_server_fresh(const char *data, Size len,
+							const char *aad, Size aadlen)
+{
+	return server_seal(data, len, aad, aadlen, true);
+}
+
+/* Parse an envelope and check that it suits mode and the aad given. */
+static void
+parse_for(const bytea *envelope, int mode, Size aadlen, TenvHeader *h)
+{
+	TenvStatus	st = tenv_parse((const unsigned char *) VARDATA_ANY(envelope),
+								VARSIZE_ANY_EXHDR(envelope), h);
+
+	if (st != TENV_OK)
+		report_envelope_error(st);
+	if (h->mode != mode)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRADING_WRONG_KEY_MODE),
+				 errmsg(h->mode == TENV_MODE_PASSPHRASE
+						? "value was encrypted with a passphrase, not the server key"
+						: "value was encrypted with the server key, not a passphrase"),
+				 errhint(h->mode == TENV_MODE_PASSPHRASE
+						 ? "Use trading.decrypt(data, passphrase)."
+						 : "Use trading.decrypt(data) or trading.decrypt(data, aad); only trading_admin may.")));
+	if (((h->flags & TENV_FLAG_AAD) != 0) != (aadlen > 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_TRADING_DECRYPT_FAILED),
+				 errmsg("could not decrypt the value: authentication failed"),
+				 errdetail(aadlen > 0
+						   ? "The value was encrypted without associated data, but associated data was given."
+						   : "The value is bound to associated data, which must be given to decrypt it.")));
+}
+
+static char *
+open_with(const unsigned char *key, const bytea *envelope,
+		  const TenvHeader *h, const char *aad, Size aadlen, Size *len)
+{
+	char	   *out = palloc(h->ciphertext_len + 1);
+	TenvStatus	st;
+
+	st = tenv_open(key, (const unsigned char *) VARDATA_ANY(envelope), h,
+				   (const unsigned char *) aad, aadlen, (unsigned char *) out);
+	if (st != TENV_OK)
+	{
+		pfree(out);
+		report_envelope_error(st);
+	}
+	out[h->ciphertext_len] = '\0';
+	*len = h->ciphertext_len;
+	return out;
 }
 
 char *
 crypto_decrypt_with_server_key(const bytea *envelope, const char *aad,
 							   Size aadlen, Size *len)
 {
-	elog(ERROR, "server-key encryption is not built yet");
-	return NULL;
+	TenvHeader	h;
+	CryptoBackendKeys *bk;
+	CryptoSubkey *sk = NULL;
+	int			ki;
+
+	if (envelope == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("data must not be null")));
+	parse_for(envelope, TENV_MODE_SERVER_KEY, aadlen, &h);
+	require_key();
+	ki = key_index(h.param);
+	check_key_version(ki);
+	bk = backend_keys();
+
+	if (bk->enc.valid && bk->enc.version == h.param &&
+		memcmp(bk->enc.salt, h.salt, TENV_SALT_LEN) == 0)
+		sk = &bk->enc;
+	for (int i = 0; sk == NULL && i < CRYPTO_DEC_CACHE; i++)
+		if (bk->dec[i].valid && bk->dec[i].version == h.param &&
+			memcmp(bk->dec[i].salt, h.salt, TENV_SALT_LEN) == 0)
+			sk = &bk->dec[i];
+	if (sk == NULL)
+	{
+		sk = &bk->dec[bk->dec_next];
+		bk->dec_next = (bk->dec_next + 1) % CRYPTO_DEC_CACHE;
+		sk->valid = false;
+		if (tenv_derive_subkey(keyring->keys[ki].key, h.salt, sk->key) != TENV_OK)
+			report_envelope_error(TENV_ERR_CRYPTO);
+		memcpy(sk->salt, h.salt, TENV_SALT_LEN);
+		sk->version = h.param;
+		sk->valid = true;
+	}
+	return open_with(sk->key, envelope, &h, aad, aadlen, len);
+}
+
+bytea *
+crypto_encrypt_passphrase(const char *data, Size len,
+						  const char *pass, Size passlen,
+						  const char *aad, Size aadlen)
+{
+	CryptoBackendKeys *bk = backend_keys();
+	bytea	   *out = alloc_envelope(len);
+	unsigned char *env = (unsigned char *) VARDATA(out);
+	TenvStatus	st;
+
+	st = tenv_write_header(env, TENV_MODE_PASSPHRASE,
+						   (uint32) crypto_pbkdf2_iterations, aadlen > 0, NULL);
+	if (st == TENV_OK)
+		st = tenv_derive_passphrase(pass, passlen, env + 12,
+									(uint32) crypto_pbkdf2_iterations,
+									bk->scratch);
+	if (st == TENV_OK)
+		st = tenv_seal(bk->scratch, env, (const unsigned char *) data, len,
+					   (const unsigned char *) aad, aadlen);
+	tenv_wipe(bk->scratch, sizeof(bk->scratch));
+	if (st != TENV_OK)
+		report_envelope_error(st);
+	return out;
+}
+
+char *
+crypto_decrypt_passphrase(const bytea *envelope, const char *pass,
+						  Size passlen, const char *aad, Size aadlen,
+						  Size *len)
+{
+	CryptoBackendKeys *bk = backend_keys();
+	TenvHeader	h;
+	TenvStatus	st;
+	char	   *out;
+
+	parse_for(envelope, TENV_MODE_PASSPHRASE, aadlen, &h);
+	st = tenv_derive_passphrase(pass, passlen, h.salt, h.param, bk->scratch);
+	if (st != TENV_OK)
+	{
+		tenv_wipe(bk->scratch, sizeof(bk->scratch));
+		report_envelope_error(st);
+	}
+	PG_TRY();
+	{
+		out = open_with(bk->scratch, envelope, &h, aad, aadlen, len);
+	}
+	PG_FINALLY();
+	{
+		tenv_wipe(bk->scratch, sizeof(bk->scratch));
+	}
+	PG_END_TRY();
+	return out;
 }

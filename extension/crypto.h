@@ -1,8 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * crypto.h
- *	  Server-key encryption for other modules (the worker stores broker
- *	  credentials with it).  Implemented in crypto.c.
+ *	  Encryption at rest (docs/ENCRYPTION.md).  The first three functions
+ *	  are the API other modules call (the worker stores broker credentials
+ *	  with them); the rest are shared by crypto.c, crypto_sql.c and
+ *	  archive.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,5 +26,38 @@ extern bytea *crypto_encrypt_with_server_key(const char *data, Size len,
 extern char *crypto_decrypt_with_server_key(const bytea *envelope,
 											const char *aad, Size aadlen,
 											Size *len);
+
+/* ---- shared by the crypto modules ---- */
+
+/* trading.pbkdf2_iterations */
+extern int	crypto_pbkdf2_iterations;
+
+/*
+ * As crypto_encrypt_with_server_key, but with a subkey derived from a
+ * fresh random salt (archives and files); the plain form reuses one
+ * backend-local salt for up to a million values to keep rows cheap.
+ */
+extern bytea *crypto_encrypt_server_fresh(const char *data, Size len,
+										  const char *aad, Size aadlen);
+
+/* Passphrase mode (PBKDF2 with trading.pbkdf2_iterations). */
+extern bytea *crypto_encrypt_passphrase(const char *data, Size len,
+										const char *pass, Size passlen,
+										const char *aad, Size aadlen);
+extern char *crypto_decrypt_passphrase(const bytea *envelope,
+									   const char *pass, Size passlen,
+									   const char *aad, Size aadlen,
+									   Size *len);
+
+/* Current key version; raises TR101 when no key is loaded. */
+extern uint32 crypto_current_key_version(void);
+
+/* Loaded key versions for the key_status view: fills versions/kcvs
+ * (16 bytes each) up to max entries and returns the count. */
+extern int	crypto_loaded_keys(uint32 *versions, unsigned char (*kcvs)[16],
+							   int max, int *current_index);
+
+/* Why no key is loaded ("" when one is). */
+extern const char *crypto_key_load_error(void);
 
 #endif

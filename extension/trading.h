@@ -91,3 +91,32 @@ extern void trading_check_database(void);
 extern int64 trading_monotonic_us(void);
 
 #endif							/* TRADING_H */
+
+/* ---- crypto SQLSTATEs (TR1xx), appended by the crypto module ---- */
+#ifndef TRADING_CRYPTO_SQLSTATES
+#define TRADING_CRYPTO_SQLSTATES
+#define ERRCODE_TRADING_NO_SERVER_KEY			MAKE_SQLSTATE('T','R','1','0','1')
+#define ERRCODE_TRADING_WRONG_SERVER_KEY		MAKE_SQLSTATE('T','R','1','0','2')
+#define ERRCODE_TRADING_UNKNOWN_KEY_VERSION		MAKE_SQLSTATE('T','R','1','0','3')
+#define ERRCODE_TRADING_DECRYPT_FAILED			MAKE_SQLSTATE('T','R','1','1','0')
+#define ERRCODE_TRADING_BAD_ENVELOPE			MAKE_SQLSTATE('T','R','1','1','1')
+#define ERRCODE_TRADING_WRONG_KEY_MODE			MAKE_SQLSTATE('T','R','1','1','2')
+#define ERRCODE_TRADING_CRYPTO_FAILURE			MAKE_SQLSTATE('T','R','1','1','9')
+#define ERRCODE_TRADING_ARCHIVE_MISMATCH		MAKE_SQLSTATE('T','R','1','2','0')
+#endif
+
+/* ---- correlation SQLSTATEs (TR2xx), appended by the correlation module ---- */
+#ifndef TRADING_CORRELATION_SQLSTATES
+#define TRADING_CORRELATION_SQLSTATES
+#define ERRCODE_TRADING_CORRELATION_FLUSH_TIMEOUT	MAKE_SQLSTATE('T','R','2','0','1')
+#define ERRCODE_TRADING_CORRELATION_ALREADY_ENDED	MAKE_SQLSTATE('T','R','2','0','2')
+#define ERRCODE_TRADING_CORRELATION_NONE_OPEN		MAKE_SQLSTATE('T','R','2','0','3')
+#endif
+
+/* ---- broker worker SQLSTATEs (TR3xx), appended by the worker module ---- */
+#ifndef TRADING_WORKER_SQLSTATES
+#define TRADING_WORKER_SQLSTATES
+#define ERRCODE_TRADING_BROKER_UNREACHABLE		MAKE_SQLSTATE('T','R','3','0','1')
+#define ERRCODE_TRADING_BROKER_REFUSED			MAKE_SQLSTATE('T','R','3','0','2')
+#define ERRCODE_TRADING_WORKER_MALFORMED		MAKE_SQLSTATE('T','R','3','0','4')
+#endif

@@ -1,0 +1,258 @@
+/*-------------------------------------------------------------------------
+ *
+ * crypto_sql.c
+ *	  SQL interface of encryption at rest: trading.encrypt / decrypt in
+ *	  server-key mode (with optional associated data) and passphrase mode,
+ *	  the text convenience forms, trading.reencrypt (key rotation),
+ *	  trading.envelope_info, and the function behind trading.key_status.
+ *	  No shared state: see crypto.c for the key and its rules.
+ *
+ * Every function is non-strict: a NULL argument is a clear error (22004),
+ * not a silent NULL result, so a missing value never goes unnoticed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "trading.h"
+#include "crypto.h"
+#include "crypto_envelope.h"
+
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(trading_encrypt_server);
+PG_FUNCTION_INFO_V1(trading_decrypt_server);
+PG_FUNCTION_INFO_V1(trading_encrypt_server_text);
+PG_FUNCTION_INFO_V1(trading_decrypt_server_text);
+PG_FUNCTION_INFO_V1(trading_encrypt_passphrase);
+PG_FUNCTION_INFO_V1(trading_decrypt_passphrase);
+PG_FUNCTION_INFO_V1(trading_reencrypt);
+PG_FUNCTION_INFO_V1(trading_envelope_info);
+PG_FUNCTION_INFO_V1(trading_key_versions);
+
+/* longest passphrase accepted, in bytes */
+#define PASSPHRASE_MAX	1024
+
+/* Argument argno (bytea or text) as pointer and length; NULL is an error. */
+static const char *
+varlena_arg(FunctionCallInfo fcinfo, int argno, const char *name, Size *len)
+{
+	struct varlena *v;
+
+	trading_require_arg(fcinfo, argno, name);
+	v = PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(argno));
+	*len = VARSIZE_ANY_EXHDR(v);
+	return VARDATA_ANY(v);
+}
+
+/* Optional associated data at argno (absent when the function has fewer
+ * arguments); an explicit NULL is an error, an empty value means none. */
+static const char *
+aad_arg(FunctionCallInfo fcinfo, int argno, Size *len)
+{
+	*len = 0;
+	if (PG_NARGS() <= argno)
+		return NULL;
+	return varlena_arg(fcinfo, argno, "aad", len);
+}
+
+static const char *
+passphrase_arg(FunctionCallInfo fcinfo, int argno, Size *len)
+{
+	const char *p = varlena_arg(fcinfo, argno, "passphrase", len);
+
+	if (*len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("passphrase must not be empty")));
+	if (*len > PASSPHRASE_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("passphrase is too long"),
+				 errdetail("At most %d bytes are allowed.", PASSPHRASE_MAX)));
+	return p;
+}
+
+static bytea *
+to_bytea(char *data, Size len)
+{
+	bytea	   *out = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(out, VARHDRSZ + len);
+	memcpy(VARDATA(out), data, len);
+	return out;
+}
+
+/* trading.encrypt(data bytea [, aad bytea]) */
+Datum
+trading_encrypt_server(PG_FUNCTION_ARGS)
+{
+	Size		len,
+				aadlen;
+	const char *data = varlena_arg(fcinfo, 0, "data", &len);
+	const char *aad = aad_arg(fcinfo, 1, &aadlen);
+
+	PG_RETURN_BYTEA_P(crypto_encrypt_with_server_key(data, len, aad, aadlen));
+}
+
+/* trading.decrypt(data bytea [, aad bytea]) */
+Datum
+trading_decrypt_server(PG_FUNCTION_ARGS)
+{
+	Size		aadlen,
+				len;
+	bytea	   *env;
+	const char *aad;
+	char	   *pt;
+
+	trading_require_arg(fcinfo, 0, "data");
+	env = PG_GETARG_BYTEA_PP(0);
+	aad = aad_arg(fcinfo, 1, &aadlen);
+	pt = crypto_decrypt_with_server_key(env, aad, aadlen, &len);
+	PG_RETURN_BYTEA_P(to_bytea(pt, len));
+}
+
+/* trading.encrypt_text(data text [, aad text]) */
+Datum
+trading_encrypt_server_text(PG_FUNCTION_ARGS)
+{
+	return trading_encrypt_server(fcinfo);
+}
+
+/* trading.decrypt_text(data bytea [, aad text]): plaintext must be valid
+ * in the database encoding */
+Datum
+trading_decrypt_server_text(PG_FUNCTION_ARGS)
+{
+	Size		aadlen,
+				len;
+	bytea	   *env;
+	const char *aad;
+	char	   *pt;
+
+	trading_require_arg(fcinfo, 0, "data");
+	env = PG_GETARG_BYTEA_PP(0);
+	aad = aad_arg(fcinfo, 1, &aadlen);
+	pt = crypto_decrypt_with_server_key(env, aad, aadlen, &len);
+	(void) pg_verify_mbstr(GetDatabaseEncoding(), pt, (int) len, false);
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(pt, (int) len));
+}
+
+/* trading.encrypt(data bytea, passphrase text [, aad bytea]) */
+Datum
+trading_encrypt_passphrase(PG_FUNCTION_ARGS)
+{
+	Size		len,
+				passlen,
+				aadlen;
+	const char *data = varlena_arg(fcinfo, 0, "data", &len);
+	const char *pass = passphrase_arg(fcinfo, 1, &passlen);
+	const char *aad = aad_arg(fcinfo, 2, &aadlen);
+
+	PG_RETURN_BYTEA_P(crypto_encrypt_passphrase(data, len, pass, passlen,
+												aad, aadlen));
+}
+
+/* trading.decrypt(data bytea, passphrase text [, aad bytea]) */
+Datum
+trading_decrypt_passphrase(PG_FUNCTION_ARGS)
+{
+	Size		passlen,
+				aadlen,
+				len;
+	bytea	   *env;
+	const char *pass;
+	const char *aad;
+	char	   *pt;
+
+	trading_require_arg(fcinfo, 0, "data");
+	env = PG_GETARG_BYTEA_PP(0);
+	pass = passphrase_arg(fcinfo, 1, &passlen);
+	aad = aad_arg(fcinfo, 2, &aadlen);
+	pt = crypto_decrypt_passphrase(env, pass, passlen, aad, aadlen, &len);
+	PG_RETURN_BYTEA_P(to_bytea(pt, len));
+}
+
+/* trading.reencrypt(data bytea [, aad bytea]): the same plaintext under
+ * the current key version, with a new salt and nonce */
+Datum
+trading_reencrypt(PG_FUNCTION_ARGS)
+{
+	Size		aadlen,
+				len;
+	bytea	   *env;
+	const char *aad;
+	char	   *pt;
+	bytea	   *out;
+
+	trading_require_arg(fcinfo, 0, "data");
+	env = PG_GETARG_BYTEA_PP(0);
+	aad = aad_arg(fcinfo, 1, &aadlen);
+	pt = crypto_decrypt_with_server_key(env, aad, aadlen, &len);
+	out = crypto_encrypt_with_server_key(pt, len, aad, aadlen);
+	memset(pt, 0, len);
+	PG_RETURN_BYTEA_P(out);
+}
+
+/* trading.envelope_info(data bytea): the header, without any key */
+Datum
+trading_envelope_info(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	bytea	   *env;
+	TenvHeader	h;
+	TenvStatus	st;
+	Datum		values[6];
+	bool		nulls[6] = {false, false, false, false, false, false};
+
+	trading_require_arg(fcinfo, 0, "data");
+	env = PG_GETARG_BYTEA_PP(0);
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	st = tenv_parse((const unsigned char *) VARDATA_ANY(env),
+					VARSIZE_ANY_EXHDR(env), &h);
+	if (st != TENV_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRADING_BAD_ENVELOPE),
+				 errmsg("value is not a valid encrypted envelope"),
+				 errdetail("%s.", tenv_strerror(st))));
+	values[0] = Int32GetDatum(h.format_version);
+	values[1] = CStringGetTextDatum(h.mode == TENV_MODE_SERVER_KEY
+									? "server_key" : "passphrase");
+	values[2] = Int32GetDatum((int32) h.param);
+	nulls[2] = h.mode != TENV_MODE_SERVER_KEY;
+	values[3] = Int32GetDatum((int32) h.param);
+	nulls[3] = h.mode != TENV_MODE_PASSPHRASE;
+	values[4] = BoolGetDatum((h.flags & TENV_FLAG_AAD) != 0);
+	values[5] = Int64GetDatum((int64) h.ciphertext_len);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
+													  values, nulls)));
+}
+
+/* Loaded key versions (never the key): version, is_current, kcv */
+Datum
+trading_key_versions(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	uint32		versions[TENV_MAX_KEYS];
+	unsigned char kcvs[TENV_MAX_KEYS][16];
+	int			current;
+	int			n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	n = crypto_loaded_keys(versions, kcvs, TENV_MAX_KEYS, &current);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+		bytea	   *kcv = palloc(VARHDRSZ + TENV_KCV_LEN);
+
+		SET_VARSIZE(kcv, VARHDRSZ + TENV_KCV_LEN);
+		memcpy(VARDATA(kcv), kcvs[i], TENV_KCV_LEN);
+		values[0] = Int32GetDatum((int32) versions[i]);
+		values[1] = BoolGetDatum(i == current);
+		values[2] = PointerGetDatum(kcv);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
