@@ -1,0 +1,891 @@
+/*-------------------------------------------------------------------------
+ *
+ * correlation_writer.c
+ *	  The "trading correlation writer" background worker: drains the
+ *	  correlation event queue (extension/correlation.c) into
+ *	  trading.operations in batches, one transaction per batch, and keeps
+ *	  the table tidy (closes operations whose backend is gone, applies the
+ *	  retention setting).
+ *
+ * One row per operation.  A BEGIN event inserts the row; an END event
+ * upserts the end columns (INSERT ... ON CONFLICT (id) DO UPDATE), so an
+ * end whose begin was dropped still makes a row (with the begin's fields
+ * carried by the end when the ending backend knew them).  begin_seq and
+ * end_seq record the sequence numbers of the events stored, and both
+ * upserts are no-ops when replayed, so a batch that is re-read after the
+ * writer died mid-batch cannot duplicate anything.  An automatic end
+ * ("abandoned"/"aborted") never replaces an existing end; a user's end
+ * replaces an automatic one.
+ *
+ * Errors: a batch runs in a subtransaction.  If it fails with a data error
+ * (classes 21, 22, 23), each event is retried in its own subtransaction and
+ * the ones that still fail are discarded with a WARNING and counted in
+ * correlation_stats.discarded_total.  Any other error (table missing, out
+ * of disk, ...) keeps the events queued and the writer retries after a
+ * pause, so the worker never crash-loops on a bad event.
+ *
+ * The worker connects to trading.database, waits (logging once) while the
+ * server is in recovery or the extension is not installed, and after a
+ * crash-restart first closes, as "abandoned", the operations that were
+ * open when shared memory was reset.  Locking of the queue: see
+ * correlation.c.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "trading.h"
+#include "correlation_int.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+PGDLLEXPORT void correlation_writer_main(Datum main_arg);
+
+#define MAINTENANCE_INTERVAL_MS		60000
+#define RETRY_PAUSE_MS				1000
+#define WAIT_EXTENSION_MS			5000
+#define RETENTION_DELETE_LIMIT		10000
+
+typedef enum ApplyResult
+{
+	APPLY_OK,
+	APPLY_BAD,					/* data error: the events themselves */
+	APPLY_TRANSIENT				/* anything else: retry later */
+} ApplyResult;
+
+static MemoryContext batch_cxt = NULL;
+static SPIPlanPtr begin_plan = NULL;
+static SPIPlanPtr end_plan = NULL;
+
+static const char *begin_sql =
+"INSERT INTO trading.operations AS o "
+"  (id, parent_id, operation, started_at, attributes, backend_pid, username, begin_seq) "
+"SELECT t.i, t.p, t.o, t.s, t.a::jsonb, t.b, t.u, t.q "
+"FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], "
+"            $6::int4[], $7::text[], $8::int8[]) AS t(i, p, o, s, a, b, u, q) "
+"ON CONFLICT (id) DO UPDATE SET parent_id = excluded.parent_id, "
+"  operation = excluded.operation, started_at = excluded.started_at, "
+"  attributes = excluded.attributes, backend_pid = excluded.backend_pid, "
+"  username = excluded.username, begin_seq = excluded.begin_seq "
+"WHERE o.begin_seq IS NULL";
+
+static const char *end_sql =
+"INSERT INTO trading.operations AS o "
+"  (id, parent_id, operation, started_at, backend_pid, username, "
+"   ended_at, status, error, auto_ended, end_backend_pid, end_seq) "
+"SELECT t.i, t.p, t.o, t.s, t.b, t.u, t.e, t.st, t.er, t.au, t.eb, t.q "
+"FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::int4[], "
+"            $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::bool[], "
+"            $11::int4[], $12::int8[]) AS t(i, p, o, s, b, u, e, st, er, au, eb, q) "
+"ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at, "
+"  status = excluded.status, error = excluded.error, "
+"  auto_ended = excluded.auto_ended, end_backend_pid = excluded.end_backend_pid, "
+"  end_seq = excluded.end_seq "
+"WHERE o.ended_at IS NULL OR (o.auto_ended AND NOT excluded.auto_ended)";
+
+/* ---------------------------------------------------------------------
+ * Registration and process state.
+ * ---------------------------------------------------------------------
+ */
+
+void
+corr_writer_register(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
+	bgw.bgw_restart_time = 1;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "trading");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "correlation_writer_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "trading correlation writer");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "trading correlation writer");
+	RegisterBackgroundWorker(&bgw);
+}
+
+static void
+writer_exit(int code, Datum arg)
+{
+	pg_atomic_write_u32(&corr_shared->writer_procno, (uint32) -1);
+	pg_atomic_write_u32(&corr_shared->writer_pid, 0);
+}
+
+static void
+writer_sleep(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+static void
+begin_xact(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+commit_xact(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Is the extension (and its table) installed?  Own transaction. */
+static bool
+extension_ready(void)
+{
+	bool		ready;
+	Oid			nsp;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	nsp = get_namespace_oid("trading", true);
+	ready = OidIsValid(get_extension_oid("trading", true)) &&
+		OidIsValid(nsp) && OidIsValid(get_relname_relid("operations", nsp));
+	CommitTransactionCommand();
+	return ready;
+}
+
+/* ---------------------------------------------------------------------
+ * Running SQL under a subtransaction.
+ * ---------------------------------------------------------------------
+ */
+
+typedef void (*apply_fn) (void *arg);
+
+/*
+ * Run fn(arg) in a subtransaction.  On error, roll it back, classify the
+ * error, and (if errmsg is not NULL) return its message.
+ */
+static ApplyResult
+run_guarded(apply_fn fn, void *arg, char **errmsg_out)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile ApplyResult result = APPLY_OK;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		int			class;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+
+		class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+		if (class == ERRCODE_CARDINALITY_VIOLATION ||
+			class == ERRCODE_DATA_EXCEPTION ||
+			class == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION)
+			result = APPLY_BAD;
+		else
+			result = APPLY_TRANSIENT;
+		if (errmsg_out)
+			*errmsg_out = pstrdup(edata->message ? edata->message : "?");
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* ---------------------------------------------------------------------
+ * Storing events.
+ * ---------------------------------------------------------------------
+ */
+
+typedef struct Col
+{
+	Oid			type;
+	int			n;
+	Datum	   *v;
+	bool	   *isnull;
+} Col;
+
+static void
+col_init(Col *c, Oid type, int cap)
+{
+	c->type = type;
+	c->n = 0;
+	c->v = palloc(sizeof(Datum) * Max(cap, 1));
+	c->isnull = palloc(sizeof(bool) * Max(cap, 1));
+}
+
+static void
+col_add(Col *c, Datum d, bool isnull)
+{
+	c->v[c->n] = d;
+	c->isnull[c->n] = isnull;
+	c->n++;
+}
+
+static void
+col_text(Col *c, const char *s, int len)
+{
+	if (len <= 0)
+		col_add(c, (Datum) 0, true);
+	else
+		col_add(c, PointerGetDatum(cstring_to_text_with_len(s, len)), false);
+}
+
+static Datum
+col_array(Col *c)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {c->n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(c->type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(c->v, c->isnull, 1, dims, lbs,
+											  c->type, typlen, typbyval,
+											  typalign));
+}
+
+static Datum
+uuid_datum(const pg_uuid_t *u)
+{
+	pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t));
+
+	*copy = *u;
+	return UUIDPGetDatum(copy);
+}
+
+/* Pointers into an event's strings. */
+#define EV_OP(e)		((e)->data)
+#define EV_USER(e)		(EV_OP(e) + (e)->op_len)
+#define EV_ATTRS(e)		(EV_USER(e) + (e)->user_len)
+#define EV_STATUS(e)	(EV_ATTRS(e) + (e)->attr_len)
+#define EV_ERROR(e)		(EV_STATUS(e) + (e)->status_len)
+
+typedef struct Batch
+{
+	CorrEvent **evs;
+	int		   *kinds;
+	int			n;
+} Batch;
+
+static void
+exec_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
+		  Datum *values)
+{
+	int			ret;
+
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		*plan = p;
+	}
+	ret = SPI_execute_plan(*plan, values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "storing correlation events failed: %s",
+			 SPI_result_code_string(ret));
+}
+
+static void
+apply_begins(Batch *b)
+{
+	Col			c[8];
+	Oid			types[8] = {UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
+	Datum		values[8];
+	Oid			elem[8] = {UUIDOID, UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID,
+		INT4OID, TEXTOID, INT8OID};
+
+	for (int i = 0; i < 8; i++)
+		col_init(&c[i], elem[i], b->n);
+	for (int i = 0; i < b->n; i++)
+	{
+		CorrEvent  *e = b->evs[i];
+
+		if (b->kinds[i] != CORR_REC_BEGIN)
+			continue;
+		col_add(&c[0], uuid_datum(&e->id), false);
+		col_add(&c[1], (e->flags & CORR_F_PARENT) ? uuid_datum(&e->parent) : 0,
+				!(e->flags & CORR_F_PARENT));
+		col_text(&c[2], EV_OP(e), e->op_len);
+		col_add(&c[3], TimestampTzGetDatum(e->ts), false);
+		if (e->attr_len > 0)
+			col_text(&c[4], EV_ATTRS(e), e->attr_len);
+		else
+			col_add(&c[4], PointerGetDatum(cstring_to_text("{}")), false);
+		col_add(&c[5], Int32GetDatum(e->pid), false);
+		col_text(&c[6], EV_USER(e), e->user_len);
+		col_add(&c[7], Int64GetDatum((int64) e->seq), false);
+	}
+	if (c[0].n == 0)
+		return;
+	for (int i = 0; i < 8; i++)
+		values[i] = col_array(&c[i]);
+	exec_plan(&begin_plan, begin_sql, 8, types, values);
+}
+
+typedef struct EndSlot
+{
+	pg_uuid_t	id;
+	int			index;			/* in the column arrays */
+} EndSlot;
+
+static void
+apply_ends(Batch *b)
+{
+	Col			c[12];
+	Oid			types[12] = {UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+		TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT4ARRAYOID, INT8ARRAYOID};
+	Oid			elem[12] = {UUIDOID, UUIDOID, TEXTOID, TIMESTAMPTZOID, INT4OID,
+		TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, BOOLOID, INT4OID, INT8OID};
+	Datum		values[12];
+	CorrEvent **chosen;
+	int			nchosen = 0;
+	HTAB	   *seen;
+	HASHCTL		ctl;
+
+	/*
+	 * One end per id and statement (ON CONFLICT DO UPDATE cannot touch a row
+	 * twice): the first user end wins, else the first automatic one, which
+	 * is what applying them one by one would give.
+	 */
+	chosen = palloc(sizeof(CorrEvent *) * Max(b->n, 1));
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(pg_uuid_t);
+	ctl.entrysize = sizeof(EndSlot);
+	ctl.hcxt = CurrentMemoryContext;
+	seen = hash_create("correlation ends", Max(b->n, 16), &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int i = 0; i < b->n; i++)
+	{
+		CorrEvent  *e = b->evs[i];
+		EndSlot    *slot;
+		bool		found;
+
+		if (b->kinds[i] != CORR_REC_END)
+			continue;
+		slot = hash_search(seen, &e->id, HASH_ENTER, &found);
+		if (!found)
+		{
+			slot->index = nchosen;
+			chosen[nchosen++] = e;
+		}
+		else if ((chosen[slot->index]->flags & CORR_F_AUTO) &&
+				 !(e->flags & CORR_F_AUTO))
+			chosen[slot->index] = e;
+	}
+	if (nchosen == 0)
+		return;
+
+	for (int i = 0; i < 12; i++)
+		col_init(&c[i], elem[i], nchosen);
+	for (int i = 0; i < nchosen; i++)
+	{
+		CorrEvent  *e = chosen[i];
+		bool		info = (e->flags & CORR_F_BEGIN_INFO) != 0;
+
+		col_add(&c[0], uuid_datum(&e->id), false);
+		col_add(&c[1], (info && (e->flags & CORR_F_PARENT)) ? uuid_datum(&e->parent) : 0,
+				!(info && (e->flags & CORR_F_PARENT)));
+		col_text(&c[2], EV_OP(e), info ? e->op_len : 0);
+		col_add(&c[3], TimestampTzGetDatum(e->started_at), !info);
+		col_add(&c[4], Int32GetDatum(e->pid), !info);
+		col_text(&c[5], EV_USER(e), info ? e->user_len : 0);
+		col_add(&c[6], TimestampTzGetDatum(e->ts), false);
+		if (e->status_len > 0)
+			col_text(&c[7], EV_STATUS(e), e->status_len);
+		else
+			col_add(&c[7], PointerGetDatum(cstring_to_text("ok")), false);
+		col_text(&c[8], EV_ERROR(e), e->err_len);
+		col_add(&c[9], BoolGetDatum((e->flags & CORR_F_AUTO) != 0), false);
+		col_add(&c[10], Int32GetDatum(e->pid), false);
+		col_add(&c[11], Int64GetDatum((int64) e->seq), false);
+	}
+	for (int i = 0; i < 12; i++)
+		values[i] = col_array(&c[i]);
+	exec_plan(&end_plan, end_sql, 12, types, values);
+}
+
+static void
+apply_batch(void *arg)
+{
+	apply_begins((Batch *) arg);
+	apply_ends((Batch *) arg);
+}
+
+/* Can the event be stored at all?  Checks lengths and encodings. */
+static bool
+event_valid(CorrEvent *e, uint32 reclen, const char **why)
+{
+	uint64		need = sizeof(CorrRecHeader) + offsetof(CorrEvent, data) +
+		(uint64) e->op_len + e->user_len + e->attr_len + e->status_len + e->err_len;
+
+	if (need > reclen)
+	{
+		*why = "field lengths exceed the record";
+		return false;
+	}
+	if (!pg_verifymbstr(EV_OP(e), e->op_len, true) ||
+		!pg_verifymbstr(EV_USER(e), e->user_len, true) ||
+		!pg_verifymbstr(EV_ATTRS(e), e->attr_len, true) ||
+		!pg_verifymbstr(EV_STATUS(e), e->status_len, true) ||
+		!pg_verifymbstr(EV_ERROR(e), e->err_len, true))
+	{
+		*why = "a text field is not valid in the database encoding";
+		return false;
+	}
+	return true;
+}
+
+static char *
+uuid_string(const pg_uuid_t *u)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(u)));
+}
+
+static void
+discard_warning(CorrEvent *e, const char *why)
+{
+	ereport(WARNING,
+			(errcode(ERRCODE_DATA_EXCEPTION),
+			 errmsg("correlation writer discarded event " UINT64_FORMAT " of operation %s",
+					e->seq, uuid_string(&e->id)),
+			 errdetail("%s", why)));
+}
+
+/* Release ring bytes [tail, upto) after their events are stored. */
+static void
+release(uint64 upto, uint64 last_seq, uint64 nwritten, uint64 ndiscarded)
+{
+	CorrelationShared *cs = corr_shared;
+	uint64		pos = pg_atomic_read_u64(&cs->tail);
+
+	while (pos < upto)
+	{
+		uint64		off = pos % cs->size;
+		uint64		chunk = Min(upto - pos, cs->size - off);
+
+		memset(cs->ring + off, 0, chunk);
+		pos += chunk;
+	}
+	pg_write_barrier();
+	pg_atomic_write_u64(&cs->tail, upto);
+	if (nwritten)
+		pg_atomic_fetch_add_u64(&cs->written_total, nwritten);
+	if (ndiscarded)
+		pg_atomic_fetch_add_u64(&cs->discarded_total, ndiscarded);
+	if (last_seq > pg_atomic_read_u64(&cs->consumed_seq))
+		pg_atomic_write_u64(&cs->consumed_seq, last_seq);
+	ConditionVariableBroadcast(&cs->flushed_cv);
+}
+
+static TimestampTz last_transient_log = 0;
+
+/*
+ * Store the next batch.  Returns the number of records consumed (0: queue
+ * empty), or -1 after a transient failure (nothing consumed).
+ */
+static int
+write_batch(bool *full_batch)
+{
+	CorrelationShared *cs = corr_shared;
+	uint64		tail = pg_atomic_read_u64(&cs->tail);
+	uint64		pos = tail;
+	uint64		last_seq = 0;
+	uint64		nwritten = 0;
+	uint64		ndiscarded = 0;
+	int			nrec = 0;
+	Batch		b;
+	CorrEvent **bad;
+	const char **bad_why;
+	int			nbad = 0;
+	MemoryContext oldcxt;
+	ApplyResult r;
+	char	   *msg = NULL;
+
+	*full_batch = false;
+	SpinLockAcquire(&cs->mutex);
+	cs->wake_pending = false;
+	SpinLockRelease(&cs->mutex);
+
+	MemoryContextReset(batch_cxt);
+	oldcxt = MemoryContextSwitchTo(batch_cxt);
+	b.evs = palloc(sizeof(CorrEvent *) * corr_batch_events);
+	b.kinds = palloc(sizeof(int) * corr_batch_events);
+	b.n = 0;
+	bad = palloc(sizeof(CorrEvent *) * corr_batch_events);
+	bad_why = palloc(sizeof(char *) * corr_batch_events);
+
+	while (b.n + nbad < corr_batch_events)
+	{
+		uint64		off = pos % cs->size;
+		CorrRecHeader *hdr = (CorrRecHeader *) (cs->ring + off);
+		uint32		len;
+
+		if (pg_atomic_read_u32(&hdr->ready) == 0)
+			break;
+		pg_read_barrier();
+		len = hdr->len;
+		if (len < sizeof(CorrRecHeader) || len % 16 != 0 || off + len > cs->size)
+		{
+			/* a bug, not bad input: stop consuming rather than guess */
+			static bool reported = false;
+
+			if (!reported)
+				ereport(WARNING,
+						(errcode(ERRCODE_INTERNAL_ERROR),
+						 errmsg("correlation queue is corrupt at position " UINT64_FORMAT, pos),
+						 errdetail("New events are dropped and counted until the server restarts.")));
+			reported = true;
+			break;
+		}
+		pos += len;
+		nrec++;
+		if (hdr->kind == CORR_REC_PAD)
+			continue;
+		else
+		{
+			CorrEvent  *e = (CorrEvent *) (hdr + 1);
+			const char *why = "unknown record kind";
+
+			last_seq = Max(last_seq, e->seq);
+			if ((hdr->kind == CORR_REC_BEGIN || hdr->kind == CORR_REC_END) &&
+				event_valid(e, len, &why))
+			{
+				b.evs[b.n] = e;
+				b.kinds[b.n] = hdr->kind;
+				b.n++;
+			}
+			else
+			{
+				bad[nbad] = e;
+				bad_why[nbad] = why;
+				nbad++;
+			}
+		}
+	}
+	*full_batch = (b.n + nbad >= corr_batch_events);
+
+	if (nrec == 0)
+	{
+		MemoryContextSwitchTo(oldcxt);
+		return 0;
+	}
+
+	if (b.n > 0)
+	{
+		MemoryContextSwitchTo(oldcxt);
+		begin_xact("storing correlation events");
+		MemoryContextSwitchTo(batch_cxt);
+
+		r = run_guarded(apply_batch, &b, &msg);
+		if (r == APPLY_OK)
+			nwritten = b.n;
+		else if (r == APPLY_BAD)
+		{
+			/* find the culprits: one event per subtransaction */
+			for (int i = 0; i < b.n && r != APPLY_TRANSIENT; i++)
+			{
+				Batch		one = {&b.evs[i], &b.kinds[i], 1};
+
+				r = run_guarded(apply_batch, &one, &msg);
+				if (r == APPLY_OK)
+					nwritten++;
+				else if (r == APPLY_BAD)
+				{
+					discard_warning(b.evs[i], msg);
+					ndiscarded++;
+				}
+			}
+		}
+		MemoryContextSwitchTo(oldcxt);
+		if (r == APPLY_TRANSIENT)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+
+			SPI_finish();
+			PopActiveSnapshot();
+			AbortCurrentTransaction();
+			pgstat_report_activity(STATE_IDLE, NULL);
+			if (TimestampDifferenceExceeds(last_transient_log, now, MAINTENANCE_INTERVAL_MS))
+			{
+				ereport(WARNING,
+						(errmsg("correlation writer could not store events, will retry: %s",
+								msg ? msg : "?")));
+				last_transient_log = now;
+			}
+			return -1;
+		}
+		commit_xact();
+	}
+	MemoryContextSwitchTo(batch_cxt);
+	for (int i = 0; i < nbad; i++)
+		discard_warning(bad[i], bad_why[i]);
+	MemoryContextSwitchTo(oldcxt);
+	ndiscarded += nbad;
+
+	release(pos, last_seq, nwritten, ndiscarded);
+	return nrec;
+}
+
+/* ---------------------------------------------------------------------
+ * Maintenance.
+ * ---------------------------------------------------------------------
+ */
+
+static void
+run_sql(const char *sql, int nargs, Oid *types, Datum *values)
+{
+	int			ret = SPI_execute_with_args(sql, nargs, types, values, NULL,
+											false, 0);
+
+	if (ret < 0)
+		elog(ERROR, "correlation maintenance failed: %s",
+			 SPI_result_code_string(ret));
+}
+
+/*
+ * Operations still open from before shared memory was (re)initialised
+ * lost their backend in a crash or shutdown: close them as abandoned at
+ * that time.
+ */
+static void
+close_previous_epoch(void *arg)
+{
+	Oid			type = TIMESTAMPTZOID;
+	Datum		value = TimestampTzGetDatum(corr_shared->epoch);
+
+	run_sql("UPDATE trading.operations SET ended_at = $1, status = 'abandoned', "
+			"auto_ended = true, error = 'the server restarted while the operation was open' "
+			"WHERE ended_at IS NULL AND started_at < $1",
+			1, &type, &value);
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("correlation writer closed %llu operations left open by the previous server run",
+						(unsigned long long) SPI_processed)));
+}
+
+/*
+ * Operations whose backend is gone without its end (the exit event was
+ * dropped because the queue was full).  Only run when the queue was empty,
+ * so the events of exited backends have been stored; a user's end arriving
+ * later still replaces this automatic one.
+ */
+static void
+close_orphans(void *arg)
+{
+	run_sql("UPDATE trading.operations SET ended_at = now(), status = 'abandoned', "
+			"auto_ended = true, error = 'the backend exited while the operation was open' "
+			"WHERE ended_at IS NULL AND backend_pid IS NOT NULL "
+			"AND started_at >= $1 "
+			"AND backend_pid NOT IN (SELECT a.pid FROM pg_stat_get_activity(NULL) a "
+			"                        WHERE a.pid IS NOT NULL)",
+			1, (Oid[]) {TIMESTAMPTZOID},
+			(Datum[]) {TimestampTzGetDatum(corr_shared->epoch)});
+}
+
+static uint64 retention_deleted;
+
+static void
+apply_retention(void *arg)
+{
+	Oid			type = INT4OID;
+	Datum		value = Int32GetDatum(corr_retention_s);
+	Oid			types[2] = {INT4OID, INT4OID};
+	Datum		values[2] = {value, Int32GetDatum(RETENTION_DELETE_LIMIT)};
+
+	(void) type;
+	run_sql("DELETE FROM trading.operations WHERE id IN ("
+			" SELECT id FROM trading.operations"
+			" WHERE started_at < now() - make_interval(secs => $1)"
+			"    OR (started_at IS NULL AND ended_at < now() - make_interval(secs => $1))"
+			" LIMIT $2)",
+			2, types, values);
+	retention_deleted = SPI_processed;
+}
+
+/* Run fn in its own transaction; false on error (logged, not raised). */
+static bool
+maintenance_step(apply_fn fn, const char *activity)
+{
+	char	   *msg = NULL;
+	ApplyResult r;
+
+	begin_xact(activity);
+	r = run_guarded(fn, NULL, &msg);
+	if (r != APPLY_OK)
+	{
+		ereport(WARNING,
+				(errmsg("correlation writer: %s failed: %s", activity, msg ? msg : "?")));
+		SPI_finish();
+		PopActiveSnapshot();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		return false;
+	}
+	commit_xact();
+	return true;
+}
+
+static void
+maintenance(void)
+{
+	int			rounds = 0;
+
+	(void) maintenance_step(close_orphans, "closing orphaned operations");
+	if (corr_retention_s <= 0)
+		return;
+	do
+	{
+		retention_deleted = 0;
+		if (!maintenance_step(apply_retention, "deleting old operations"))
+			break;
+		CHECK_FOR_INTERRUPTS();
+	} while (retention_deleted >= RETENTION_DELETE_LIMIT && ++rounds < 100);
+}
+
+/* ---------------------------------------------------------------------
+ * Main loop.
+ * ---------------------------------------------------------------------
+ */
+
+void
+correlation_writer_main(Datum main_arg)
+{
+	bool		said_recovery = false;
+	bool		said_waiting = false;
+	bool		ready = false;
+	bool		epoch_closed = false;
+	TimestampTz last_maintenance = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(trading_database, NULL, 0);
+	pgstat_report_appname("trading correlation writer");
+
+	batch_cxt = AllocSetContextCreate(TopMemoryContext,
+									  "correlation writer batch",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	pg_atomic_write_u32(&corr_shared->writer_pid, (uint32) MyProcPid);
+	pg_atomic_write_u32(&corr_shared->writer_procno, (uint32) MyProc->pgprocno);
+	before_shmem_exit(writer_exit, (Datum) 0);
+
+	for (;;)
+	{
+		bool		full = false;
+		int			n;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			last_maintenance = 0;	/* apply a new retention at once */
+		}
+
+		if (RecoveryInProgress())
+		{
+			if (!said_recovery)
+				ereport(LOG,
+						(errmsg("correlation writer is waiting for the end of recovery")));
+			said_recovery = true;
+			writer_sleep(1000);
+			continue;
+		}
+
+		if (!ready)
+		{
+			ready = extension_ready();
+			if (!ready)
+			{
+				if (!said_waiting)
+					ereport(LOG,
+							(errmsg("correlation writer is waiting for extension \"trading\" in database \"%s\"",
+									trading_database)));
+				said_waiting = true;
+				writer_sleep(WAIT_EXTENSION_MS);
+				continue;
+			}
+		}
+
+		if (!epoch_closed)
+		{
+			if (!maintenance_step(close_previous_epoch, "closing operations of the previous run"))
+			{
+				ready = false;
+				writer_sleep(RETRY_PAUSE_MS);
+				continue;
+			}
+			epoch_closed = true;
+		}
+
+		n = write_batch(&full);
+		if (n < 0)
+		{
+			ready = false;		/* re-check the extension after a failure */
+			writer_sleep(RETRY_PAUSE_MS);
+			continue;
+		}
+		if (full)
+			continue;
+
+		if (n == 0 &&
+			TimestampDifferenceExceeds(last_maintenance, GetCurrentTimestamp(),
+									   MAINTENANCE_INTERVAL_MS))
+		{
+			maintenance();
+			last_maintenance = GetCurrentTimestamp();
+		}
+
+		if (n == 0)
+			writer_sleep(corr_writer_delay_ms);
+	}
+}
