@@ -18,6 +18,12 @@
  */
 char	   *trading_database = NULL;
 
+/*
+ * Where writes should go when this server is a standby, e.g. "the
+ * read-write frontend at haproxy.example:5000"; quoted in the error hint.
+ */
+char	   *trading_primary_hint = NULL;
+
 void
 trading_guc_init(void)
 {
@@ -28,6 +34,14 @@ trading_guc_init(void)
 							   &trading_database,
 							   "postgres",
 							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("trading.primary_hint",
+							   "How clients reach the primary, quoted when a write is refused on a standby.",
+							   NULL,
+							   &trading_primary_hint,
+							   "",
+							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
 }

@@ -154,6 +154,7 @@ rate_limit_set(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("requests must be at least 1")));
 	(void) interval_arg_us(fcinfo, 2, "per", false, RL_MAX_PER_US);
+	trading_require_primary("changing rate limits");
 	rl_prepare();
 
 	values[0] = CStringGetTextDatum(endpoint);
@@ -184,6 +185,7 @@ rate_limit_drop(PG_FUNCTION_ARGS)
 
 	if (!PG_ARGISNULL(1))
 		(void) interval_arg_us(fcinfo, 1, "per", false, RL_MAX_PER_US);
+	trading_require_primary("changing rate limits");
 	rl_prepare();
 
 	values[0] = CStringGetTextDatum(endpoint);

@@ -41,6 +41,7 @@
 
 /* ---- GUCs owned by the core (guc.c) ---- */
 extern char *trading_database;
+extern char *trading_primary_hint;
 
 /* ---- module entry points ---- */
 extern void trading_guc_init(void);
@@ -86,6 +87,13 @@ extern char *trading_text_arg(FunctionCallInfo fcinfo, int argno,
 
 /* Error out (TR009) unless the current database is trading.database. */
 extern void trading_check_database(void);
+
+/*
+ * Error out (25006 read_only_sql_transaction) on a hot standby, naming the
+ * primary's frontend from trading.primary_hint.  action is what was
+ * refused, e.g. "changing rate limits".  Every function that writes calls it.
+ */
+extern void trading_require_primary(const char *action);
 
 /* Microseconds of CLOCK_MONOTONIC: the time base of all shared state. */
 extern int64 trading_monotonic_us(void);

@@ -11,6 +11,7 @@
 
 #include <time.h>
 
+#include "access/xlog.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -70,4 +71,22 @@ trading_monotonic_us(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void
+trading_require_primary(const char *action)
+{
+	if (!RecoveryInProgress())
+		return;
+	if (trading_primary_hint && trading_primary_hint[0] != '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s is not possible on a standby server", action),
+				 errdetail("This server is a read-only replica; writes go to the primary."),
+				 errhint("Connect to the primary: %s.", trading_primary_hint)));
+	ereport(ERROR,
+			(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+			 errmsg("%s is not possible on a standby server", action),
+			 errdetail("This server is a read-only replica; writes go to the primary."),
+			 errhint("Connect to the primary (set trading.primary_hint to name its address in this message).")));
 }
