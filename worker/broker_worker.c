@@ -1,25 +1,852 @@
 /*-------------------------------------------------------------------------
  *
  * broker_worker.c
- *	  Placeholder for the broker worker: its module entry points exist so
- *	  that trading.c and shmem.c already list it; the worker replaces this
- *	  file.
+ *	  The broker worker: a background worker that polls Kite (orders,
+ *	  trades, positions, holdings, margins, quotes of the watchlist) and
+ *	  keeps the desk's tables current.  This file holds the module entry
+ *	  points (GUCs, registration, shared memory) and the worker's main loop
+ *	  and scheduler; HTTP is in broker_http.c, transactions in
+ *	  broker_apply.c, SQL functions in broker_sql.c.
+ *
+ * Lifecycle: the postmaster starts the worker once recovery has finished
+ * (so never on a standby; after a promotion, yes), and restarts it 5 s
+ * after it exits with an error or crashes.  It connects to
+ * trading.database; if that database does not exist, the connection fails
+ * once, and the restarted worker then waits without a database connection,
+ * quietly, until the database appears (database_seen in shared memory).
+ * It then waits, with one log line, until the extension exists.  SIGHUP
+ * re-reads the settings and the poll intervals; SIGTERM stops it within
+ * one poll step (at most 50 ms) even while requests are in flight.
+ *
+ * Scheduling: each endpoint has a due time and a not-before time (rate
+ * limiter refusal or error backoff).  A due endpoint with no request in
+ * flight asks the rate limiter of its class; a refusal only postpones it
+ * ("not yet").  Due endpoints are served oldest first, so a shared class
+ * (kite.api) is shared fairly.  The next poll is due one interval after the
+ * previous one started, so an order filled at the broker appears within
+ * the interval plus one request.  Errors back off exponentially with
+ * jitter, per endpoint; a TokenException stops all polling until a new
+ * session is set.
+ *
+ * Shared memory and its locking rules: see broker_worker.h.
  *
  *-------------------------------------------------------------------------
  */
 #include "trading.h"
 
+#include <math.h>
+
+#include "broker_worker.h"
+#include "correlation.h"
+#include "metrics.h"
+#include "ratelimit.h"
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/pmsignal.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+PGDLLEXPORT void broker_worker_main(Datum main_arg);
+
+BrokerWorkerShared *bw_shared = NULL;
+
+const BrokerEndpointInfo broker_endpoints[BEP_COUNT] = {
+	{"orders", "/orders", "kite.api", NULL},
+	{"trades", "/trades", "kite.api", NULL},
+	{"positions", "/portfolio/positions", "kite.api", NULL},
+	{"holdings", "/portfolio/holdings", "kite.api", NULL},
+	{"margins", "/user/margins", "kite.api", NULL},
+	{"quotes", "/quote", "kite.quote", NULL},
+};
+
+const char *const broker_error_names[BERR_COUNT] = {
+	"timeout", "connection", "http_429", "http_4xx", "http_5xx", "not_json",
+	"malformed", "broker_error", "token", "too_large", "apply"
+};
+
+const char *const broker_state_names[] = {
+	"not_running", "starting", "waiting_for_database", "waiting_for_extension",
+	"paused", "no_session", "polling", "session_expired"
+};
+
+const char *const broker_session_names[] = {
+	"unknown", "none", "active", "expired", "unreadable"
+};
+
+/* GUCs */
+static bool broker_worker_enabled = true;
+char	   *broker_url = NULL;
+char	   *broker_ca_file = NULL;
+int			broker_connect_timeout_ms = 3000;
+int			broker_timeout_ms = 7000;
+int			broker_max_connections = 8;
+int			broker_rate_margin_ms = 50;
+int			broker_max_backoff_ms = 60000;
+int			broker_max_response_kb = 65536;
+bool		broker_poll_enabled = true;
+
+#define POLL_STEP_MS		50	/* longest curl_multi_poll between checks */
+#define IDLE_STEP_MS		1000	/* longest sleep without requests */
+#define RELOAD_EVERY_US		(5 * 1000000)	/* configuration safety net */
+
+/* ---------------------------------------------------------------------
+ * Module entry points
+ * ---------------------------------------------------------------------
+ */
 void
 broker_worker_init(void)
 {
+	BackgroundWorker bgw;
+
+	DefineCustomBoolVariable("trading.broker_worker",
+							 "Start the broker worker.",
+							 "When off, the postmaster does not start the worker that polls the broker.",
+							 &broker_worker_enabled, true, PGC_POSTMASTER, 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("trading.broker_url",
+							   "Base URL of the Kite Connect API.",
+							   NULL, &broker_url, "https://api.kite.trade",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("trading.broker_ca_file",
+							   "CA bundle to verify the broker's TLS certificate (empty: the system's).",
+							   NULL, &broker_ca_file, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("trading.broker_connect_timeout",
+							"Timeout to connect to the broker.",
+							NULL, &broker_connect_timeout_ms, 3000, 100, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("trading.broker_timeout",
+							"Total timeout of one request to the broker.",
+							NULL, &broker_timeout_ms, 7000, 100, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("trading.broker_max_connections",
+							"Most connections the worker keeps open to the broker.",
+							NULL, &broker_max_connections, 8, 1, 64,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("trading.broker_rate_margin",
+							"Extra spacing the worker keeps beyond the rate limits, against network jitter.",
+							NULL, &broker_rate_margin_ms, 50, 0, 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("trading.broker_max_backoff",
+							"Longest wait before retrying an endpoint that keeps failing.",
+							NULL, &broker_max_backoff_ms, 60000, 100, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("trading.broker_max_response",
+							"Largest broker response the worker accepts.",
+							NULL, &broker_max_response_kb, 65536, 64, 1048576,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomBoolVariable("trading.broker_poll_enabled",
+							 "Poll the broker (off pauses the worker).",
+							 NULL, &broker_poll_enabled, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	if (!broker_worker_enabled)
+		return;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "trading");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "broker_worker_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "trading broker worker");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "trading broker worker");
+	RegisterBackgroundWorker(&bgw);
 }
 
 void
 broker_worker_shmem_request(void)
 {
+	RequestAddinShmemSpace(MAXALIGN(sizeof(BrokerWorkerShared)));
 }
 
 void
 broker_worker_shmem_startup(void)
 {
+	bool		found;
+
+	bw_shared = ShmemInitStruct("trading.broker_worker",
+								sizeof(BrokerWorkerShared), &found);
+	if (found)
+		return;
+	memset(bw_shared, 0, sizeof(BrokerWorkerShared));
+	SpinLockInit(&bw_shared->mutex);
+	bw_shared->state = BWS_NOT_RUNNING;
+	bw_shared->session_state = BSS_UNKNOWN;
+	bw_shared->procno = -1;
+	bw_shared->database_seen = true;	/* assume so until a connection fails */
+	pg_atomic_init_u64(&bw_shared->session_gen, 0);
+	pg_atomic_init_u64(&bw_shared->config_gen, 0);
+	pg_atomic_init_u64(&bw_shared->connections_opened, 0);
+	pg_atomic_init_u64(&bw_shared->requests_total, 0);
+	pg_atomic_init_u64(&bw_shared->cycles_total, 0);
+	for (int i = 0; i < BEP_COUNT; i++)
+	{
+		BrokerEndpointShared *e = &bw_shared->ep[i];
+
+		e->last_error_type = -1;
+		pg_atomic_init_u64(&e->requests_total, 0);
+		pg_atomic_init_u64(&e->errors_total, 0);
+		for (int k = 0; k < BERR_COUNT; k++)
+			pg_atomic_init_u64(&e->errors[k], 0);
+	}
+}
+
+/* Set the worker's latch, if it runs (from any backend). */
+void
+broker_worker_wake(void)
+{
+	int			procno;
+
+	SpinLockAcquire(&bw_shared->mutex);
+	procno = bw_shared->procno;
+	SpinLockRelease(&bw_shared->mutex);
+	if (procno >= 0)
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+void
+broker_set_session_state(BrokerSessionState s)
+{
+	SpinLockAcquire(&bw_shared->mutex);
+	bw_shared->session_state = s;
+	SpinLockRelease(&bw_shared->mutex);
+}
+
+static void
+set_state(BrokerWorkerState s)
+{
+	SpinLockAcquire(&bw_shared->mutex);
+	bw_shared->state = s;
+	SpinLockRelease(&bw_shared->mutex);
+}
+
+/* ---------------------------------------------------------------------
+ * The worker
+ * ---------------------------------------------------------------------
+ */
+
+/* scheduler state of one endpoint (worker-local) */
+typedef struct EpSched
+{
+	int64		due_us;			/* monotonic time the next poll is due */
+	int64		not_before_us;	/* rate limiter or backoff wait */
+	int64		started_us;		/* the request in flight started */
+	int64		cycle_start_us; /* quotes: first batch of this round */
+	int			failures;
+	int			batch;			/* quotes: next batch */
+	bool		in_flight;
+	int			cycle;			/* index into cycles[] */
+	pg_uuid_t	op;				/* correlation id of the request */
+} EpSched;
+
+/* one poll cycle: a correlation root and the requests it started */
+typedef struct PollCycle
+{
+	bool		used;
+	int			pending;
+	bool		failed;
+	pg_uuid_t	op;
+} PollCycle;
+
+static EpSched sched[BEP_COUNT];
+static PollCycle cycles[BEP_COUNT + 1];
+static BrokerConfig cfg;
+static BrokerSession session;
+static MemoryContext ConfigContext;
+static MemoryContext SessionContext;
+static MemoryContext LoopContext;
+static uint64 seen_session_gen;
+static uint64 seen_config_gen;
+static int64 last_reload_us;
+static bool reload_wanted = true;
+static bool session_wanted = true;
+static bool logged_session_wait = false;
+
+static void
+worker_exit(int code, Datum arg)
+{
+	SpinLockAcquire(&bw_shared->mutex);
+	bw_shared->state = BWS_NOT_RUNNING;
+	bw_shared->pid = 0;
+	bw_shared->procno = -1;
+	SpinLockRelease(&bw_shared->mutex);
+}
+
+/*
+ * trading.database does not exist (the last connection attempt failed):
+ * wait without a database connection until it does, then exit so that the
+ * postmaster restarts the worker, which connects.
+ */
+static void
+wait_for_database(void)
+{
+	set_state(BWS_WAITING_DATABASE);
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	ereport(LOG,
+			(errmsg("trading broker worker waiting for database \"%s\" to be created",
+					trading_database)));
+	for (;;)
+	{
+		bool		exists;
+
+		CHECK_FOR_INTERRUPTS();
+		StartTransactionCommand();
+		exists = OidIsValid(get_database_oid(trading_database, true));
+		CommitTransactionCommand();
+		if (exists)
+		{
+			SpinLockAcquire(&bw_shared->mutex);
+			bw_shared->database_seen = true;
+			SpinLockRelease(&bw_shared->mutex);
+			proc_exit(1);		/* restart and connect */
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+}
+
+static void
+wait_for_extension(void)
+{
+	bool		logged = false;
+
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (broker_extension_present())
+			return;
+		set_state(BWS_WAITING_EXTENSION);
+		if (!logged)
+			ereport(LOG,
+					(errmsg("trading broker worker waiting for CREATE EXTENSION trading in database \"%s\"",
+							trading_database)));
+		logged = true;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+}
+
+/* wall-clock time of a monotonic instant */
+static TimestampTz
+mono_to_ts(int64 mono_us, int64 now_us, TimestampTz now_ts)
+{
+	return now_ts + (mono_us - now_us);
+}
+
+static void
+publish_schedule(bool polling)
+{
+	int64		now = trading_monotonic_us();
+	TimestampTz now_ts = GetCurrentTimestamp();
+
+	SpinLockAcquire(&bw_shared->mutex);
+	for (int i = 0; i < BEP_COUNT; i++)
+	{
+		BrokerEndpointShared *e = &bw_shared->ep[i];
+
+		e->interval_ms = cfg.interval_ms[i];
+		e->enabled = cfg.enabled[i];
+		if (polling && cfg.enabled[i] && !(i == BEP_QUOTES && cfg.nbatches == 0))
+			e->next_poll = mono_to_ts(Max(sched[i].due_us, sched[i].not_before_us),
+									  now, now_ts);
+		else
+			e->next_poll = 0;
+	}
+	SpinLockRelease(&bw_shared->mutex);
+}
+
+static void
+reload_config(void)
+{
+	MemoryContextReset(ConfigContext);
+	seen_config_gen = pg_atomic_read_u64(&bw_shared->config_gen);
+	broker_load_config(&cfg, ConfigContext);
+	last_reload_us = trading_monotonic_us();
+	reload_wanted = false;
+	if (sched[BEP_QUOTES].batch >= cfg.nbatches)
+		sched[BEP_QUOTES].batch = 0;
+	/* an interval made shorter takes effect now, not after the old one */
+	for (int i = 0; i < BEP_COUNT; i++)
+	{
+		int64		limit = sched[i].started_us + (int64) cfg.interval_ms[i] * 1000;
+
+		if (sched[i].due_us > limit && sched[i].failures == 0)
+			sched[i].due_us = limit;
+	}
+}
+
+static void
+reload_session(void)
+{
+	seen_session_gen = pg_atomic_read_u64(&bw_shared->session_gen);
+	broker_load_session(&session, SessionContext);
+	session_wanted = false;
+	if (!session.present)
+		broker_set_session_state(BSS_NONE);
+	else if (session.expired)
+		broker_set_session_state(BSS_EXPIRED);
+	else if (!session.readable)
+		broker_set_session_state(BSS_UNREADABLE);
+	else
+	{
+		broker_set_session_state(BSS_ACTIVE);
+		/* a fresh session: poll everything now */
+		for (int i = 0; i < BEP_COUNT; i++)
+		{
+			sched[i].due_us = 0;
+			sched[i].not_before_us = 0;
+			sched[i].failures = 0;
+		}
+		logged_session_wait = false;
+	}
+}
+
+/*
+ * Ask the rate limiter for one request of class, keeping the margin
+ * against jitter: the request must also have been allowed margin ago, so
+ * the broker, which sees requests a little later and unevenly, never
+ * counts more than the limit in its window.  *wait_us is how long to wait
+ * when refused.
+ */
+static bool
+rate_grant(const char *rate_class, int64 *wait_us)
+{
+	uint32		gen;
+	int			idx = rl_lookup(rate_class, &gen);
+	RateLimitResult r;
+	static bool warned_unknown = false;
+
+	*wait_us = 0;
+	if (idx >= 0 && broker_rate_margin_ms > 0)
+	{
+		RateEndpoint *ep = &rl_shared->endpoints[idx];
+		bool		ok = true;
+		int64		now = trading_monotonic_us();
+
+		SpinLockAcquire(&ep->mutex);
+		if (ep->in_use && ep->generation == gen && !ep->reconfiguring)
+			ok = rl_allowed(ep, 1, now - (int64) broker_rate_margin_ms * 1000, wait_us);
+		SpinLockRelease(&ep->mutex);
+		if (!ok)
+			return false;
+	}
+	r = ratelimit_try(rate_class, 1, wait_us);
+	switch (r)
+	{
+		case RL_GRANTED:
+			return true;
+		case RL_REFUSED:
+			if (*wait_us <= 0)
+				*wait_us = 1000;
+			return false;
+		case RL_UNKNOWN_ENDPOINT:
+			if (!warned_unknown)
+				ereport(WARNING,
+						(errmsg("rate limit class \"%s\" is not configured; the broker worker polls without it",
+								rate_class),
+						 errhint("Add a limit with trading.rate_limit_set().")));
+			warned_unknown = true;
+			return true;
+		case RL_BAD_COST:
+			*wait_us = 1000000;
+			return false;
+	}
+	return false;
+}
+
+static int
+cycle_open(void)
+{
+	for (int i = 0; i < lengthof(cycles); i++)
+		if (!cycles[i].used)
+		{
+			cycles[i].used = true;
+			cycles[i].pending = 0;
+			cycles[i].failed = false;
+			correlation_new_id(&cycles[i].op);
+			correlation_emit_begin(&cycles[i].op, NULL, "broker.poll_cycle", NULL);
+			pg_atomic_fetch_add_u64(&bw_shared->cycles_total, 1);
+			return i;
+		}
+	return -1;
+}
+
+static void
+cycle_release(int c)
+{
+	if (c < 0 || !cycles[c].used)
+		return;
+	if (--cycles[c].pending <= 0)
+	{
+		correlation_emit_end(&cycles[c].op, cycles[c].failed ? "error" : "ok", NULL);
+		cycles[c].used = false;
+	}
+}
+
+/* start every due request that the rate limiter allows now */
+static void
+schedule_requests(void)
+{
+	int64		now = trading_monotonic_us();
+	int			order[BEP_COUNT];
+	int			n = 0;
+	int			cycle = -1;
+
+	for (int i = 0; i < BEP_COUNT; i++)
+	{
+		if (!cfg.enabled[i] || sched[i].in_flight)
+			continue;
+		if (i == BEP_QUOTES && cfg.nbatches == 0)
+			continue;
+		if (sched[i].due_us > now || sched[i].not_before_us > now)
+			continue;
+		order[n++] = i;
+	}
+	/* oldest due first (insertion sort of at most six) */
+	for (int a = 1; a < n; a++)
+		for (int b = a; b > 0 && sched[order[b]].due_us < sched[order[b - 1]].due_us; b--)
+		{
+			int			t = order[b];
+
+			order[b] = order[b - 1];
+			order[b - 1] = t;
+		}
+
+	for (int k = 0; k < n; k++)
+	{
+		int			i = order[k];
+		EpSched    *s = &sched[i];
+		int64		wait;
+		char	   *url;
+		char		attrs[128];
+		const char *path = broker_endpoints[i].path;
+
+		if (!rate_grant(broker_endpoints[i].rate_class, &wait))
+		{
+			s->not_before_us = now + wait;
+			continue;
+		}
+		if (i == BEP_QUOTES)
+		{
+			const char *mode = cfg.batch_path[s->batch];
+
+			if (strcmp(mode, "ltp") == 0)
+				path = "/quote/ltp";
+			else if (strcmp(mode, "ohlc") == 0)
+				path = "/quote/ohlc";
+			if (s->batch == 0)
+				s->cycle_start_us = now;
+			url = psprintf("%s%s?%s", broker_url, path,
+						   cfg.batch_query[s->batch]);
+		}
+		else
+			url = psprintf("%s%s", broker_url, path);
+
+		if (!broker_http_start(i, url, session.auth_header))
+		{
+			s->not_before_us = now + 1000000;
+			continue;
+		}
+		if (cycle < 0)
+			cycle = cycle_open();
+		s->cycle = cycle;
+		if (cycle >= 0)
+			cycles[cycle].pending++;
+		correlation_new_id(&s->op);
+		snprintf(attrs, sizeof(attrs), "{\"endpoint\": \"%s\", \"path\": \"%s\"}",
+				 broker_endpoints[i].name, path);
+		correlation_emit_begin(&s->op, cycle >= 0 ? &cycles[cycle].op : NULL,
+							   "broker.request", attrs);
+		s->in_flight = true;
+		s->started_us = now;
+		pg_atomic_fetch_add_u64(&bw_shared->requests_total, 1);
+		pg_atomic_fetch_add_u64(&bw_shared->ep[i].requests_total, 1);
+	}
+}
+
+static int64
+backoff_us(int ep, int failures)
+{
+	double		base = Max(cfg.interval_ms[ep], 500);
+	double		delay = base * pow(2.0, Min(failures - 1, 20));
+
+	delay = Min(delay, (double) broker_max_backoff_ms);
+	/* "equal jitter": half fixed, half random */
+	delay = delay / 2 + pg_prng_double(&pg_global_prng_state) * delay / 2;
+	return (int64) (delay * 1000);
+}
+
+/* a request finished: apply it and update the schedule and counters */
+static void
+request_done(int slot, BrokerResponse *resp)
+{
+	BrokerEndpoint ep = (BrokerEndpoint) slot;
+	EpSched    *s = &sched[ep];
+	BrokerEndpointShared *e = &bw_shared->ep[ep];
+	BrokerApplyResult res;
+	int64		now;
+	const char *mode = NULL;
+	int			failures;
+
+	s->in_flight = false;
+	if (resp->new_connections > 0)
+		pg_atomic_fetch_add_u64(&bw_shared->connections_opened,
+								(uint64) resp->new_connections);
+	if (ep == BEP_QUOTES && s->batch < cfg.nbatches)
+		mode = cfg.batch_path[s->batch];
+	else if (ep == BEP_QUOTES)
+		mode = "ltp";
+
+	broker_apply_response(ep, mode, resp, &res);
+	metrics_observe_request(broker_endpoints[ep].name, resp->seconds,
+							(int) resp->http_status);
+	now = trading_monotonic_us();
+
+	if (res.error < 0)
+	{
+		if (s->failures > 0)
+			ereport(LOG,
+					(errmsg("trading broker worker: %s recovered after %d failed requests",
+							broker_endpoints[ep].name, s->failures)));
+		s->failures = 0;
+		s->not_before_us = 0;
+		if (ep == BEP_QUOTES && s->batch + 1 < cfg.nbatches)
+		{
+			s->batch++;
+			s->due_us = now;	/* the next batch, as the limiter allows */
+		}
+		else
+		{
+			int64		start = (ep == BEP_QUOTES) ? s->cycle_start_us : s->started_us;
+
+			s->batch = 0;
+			s->due_us = Max(start + (int64) cfg.interval_ms[ep] * 1000, now);
+		}
+		SpinLockAcquire(&bw_shared->mutex);
+		e->last_success = GetCurrentTimestamp();
+		e->consecutive_failures = 0;
+		SpinLockRelease(&bw_shared->mutex);
+		correlation_emit_end(&s->op, "ok", NULL);
+	}
+	else
+	{
+		failures = ++s->failures;
+		s->not_before_us = 0;
+		s->due_us = now + backoff_us(ep, failures);
+		pg_atomic_fetch_add_u64(&e->errors_total, 1);
+		pg_atomic_fetch_add_u64(&e->errors[res.error], 1);
+		metrics_count_exception(broker_error_names[res.error]);
+		SpinLockAcquire(&bw_shared->mutex);
+		e->last_error = GetCurrentTimestamp();
+		e->last_error_type = res.error;
+		e->consecutive_failures = failures;
+		SpinLockRelease(&bw_shared->mutex);
+		if (failures == 1 && res.error != BERR_TOKEN)
+			ereport(LOG,
+					(errmsg("trading broker worker: %s failed (%s): %s; backing off",
+							broker_endpoints[ep].name,
+							broker_error_names[res.error], res.message)));
+		correlation_emit_end(&s->op, "error", broker_error_names[res.error]);
+		if (s->cycle >= 0)
+			cycles[s->cycle].failed = true;
+
+		if (res.error == BERR_TOKEN && session.readable && !session.expired)
+		{
+			ereport(LOG,
+					(errmsg("trading broker worker: the broker session expired (TokenException); polling stops until a new session is set")));
+			session.expired = true;
+			broker_set_session_state(BSS_EXPIRED);
+			broker_mark_session_expired();
+		}
+	}
+	cycle_release(s->cycle);
+	s->cycle = -1;
+}
+
+static BrokerWorkerState
+current_state(void)
+{
+	if (!cfg.extension_present)
+		return BWS_WAITING_EXTENSION;
+	if (!broker_poll_enabled)
+		return BWS_PAUSED;
+	if (!session.present || !session.readable)
+		return BWS_NO_SESSION;
+	if (session.expired)
+		return BWS_SESSION_EXPIRED;
+	return BWS_POLLING;
+}
+
+/* milliseconds until the next scheduled event, bounded */
+static long
+next_wakeup_ms(bool polling)
+{
+	int64		now = trading_monotonic_us();
+	int64		next = now + (int64) IDLE_STEP_MS * 1000;
+
+	if (polling)
+		for (int i = 0; i < BEP_COUNT; i++)
+		{
+			if (!cfg.enabled[i] || sched[i].in_flight)
+				continue;
+			if (i == BEP_QUOTES && cfg.nbatches == 0)
+				continue;
+			next = Min(next, Max(sched[i].due_us, sched[i].not_before_us));
+		}
+	next = Min(next, last_reload_us + RELOAD_EVERY_US);
+	return (long) Max((next - now + 999) / 1000, 0);
+}
+
+static void
+process_reload_signal(void)
+{
+	char	   *old_url = pstrdup(broker_url);
+	char	   *old_ca = pstrdup(broker_ca_file);
+	int			old_conn = broker_max_connections;
+
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	if (strcmp(old_url, broker_url) != 0 || strcmp(old_ca, broker_ca_file) != 0 ||
+		old_conn != broker_max_connections)
+	{
+		/* abandon requests in flight; their endpoints are polled again */
+		for (int i = 0; i < BEP_COUNT; i++)
+			if (sched[i].in_flight)
+			{
+				sched[i].in_flight = false;
+				sched[i].due_us = 0;
+				correlation_emit_end(&sched[i].op, "error", "settings changed");
+				cycle_release(sched[i].cycle);
+				sched[i].cycle = -1;
+			}
+		broker_http_reset();
+	}
+	pfree(old_url);
+	pfree(old_ca);
+	reload_wanted = true;
+}
+
+void
+broker_worker_main(Datum main_arg)
+{
+	bool		database_seen;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	SpinLockAcquire(&bw_shared->mutex);
+	bw_shared->pid = MyProcPid;
+	bw_shared->procno = MyProc->pgprocno;
+	bw_shared->state = BWS_STARTING;
+	bw_shared->session_state = BSS_UNKNOWN;
+	bw_shared->started_at = GetCurrentTimestamp();
+	database_seen = bw_shared->database_seen;
+	SpinLockRelease(&bw_shared->mutex);
+	on_shmem_exit(worker_exit, (Datum) 0);
+
+	if (!database_seen)
+		wait_for_database();
+
+	/* if this connection fails, the next start waits for the database */
+	SpinLockAcquire(&bw_shared->mutex);
+	bw_shared->database_seen = false;
+	SpinLockRelease(&bw_shared->mutex);
+	BackgroundWorkerInitializeConnection(trading_database, NULL, 0);
+	SpinLockAcquire(&bw_shared->mutex);
+	bw_shared->database_seen = true;
+	SpinLockRelease(&bw_shared->mutex);
+	pgstat_report_appname("trading broker worker");
+
+	ConfigContext = AllocSetContextCreate(TopMemoryContext, "trading broker config",
+										  ALLOCSET_DEFAULT_SIZES);
+	SessionContext = AllocSetContextCreate(TopMemoryContext, "trading broker session",
+										   ALLOCSET_SMALL_SIZES);
+	LoopContext = AllocSetContextCreate(TopMemoryContext, "trading broker loop",
+										ALLOCSET_DEFAULT_SIZES);
+	for (int i = 0; i < BEP_COUNT; i++)
+		sched[i].cycle = -1;
+
+	wait_for_extension();
+	broker_http_init();
+	ereport(LOG,
+			(errmsg("trading broker worker started, polling %s", broker_url)));
+
+	for (;;)
+	{
+		BrokerWorkerState state;
+		long		timeout;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!PostmasterIsAlive())
+			proc_exit(1);
+		MemoryContextReset(LoopContext);
+		MemoryContextSwitchTo(LoopContext);
+
+		if (ConfigReloadPending)
+			process_reload_signal();
+		if (pg_atomic_read_u64(&bw_shared->config_gen) != seen_config_gen ||
+			trading_monotonic_us() - last_reload_us >= RELOAD_EVERY_US)
+			reload_wanted = true;
+		if (reload_wanted)
+		{
+			bool		was_present = cfg.extension_present;
+
+			reload_config();
+			if (was_present && !cfg.extension_present)
+				session_wanted = true;
+		}
+		if (pg_atomic_read_u64(&bw_shared->session_gen) != seen_session_gen)
+			session_wanted = true;
+		if (session_wanted && cfg.extension_present)
+			reload_session();
+
+		state = current_state();
+		set_state(state);
+		if (state == BWS_NO_SESSION && !logged_session_wait)
+		{
+			ereport(LOG,
+					(errmsg("trading broker worker has no broker session"),
+					 errhint("Call trading.set_broker_session() or trading.broker_login().")));
+			logged_session_wait = true;
+		}
+		if (state == BWS_POLLING)
+			schedule_requests();
+		publish_schedule(state == BWS_POLLING);
+
+		timeout = next_wakeup_ms(state == BWS_POLLING);
+		if (broker_http_in_flight() > 0)
+			broker_http_poll((int) Min(timeout, POLL_STEP_MS), request_done);
+		else
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 timeout, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
 }
