@@ -246,12 +246,10 @@ rate_limit_try(PG_FUNCTION_ARGS)
 	RateLimitResult r;
 
 	/* hot path: copy the name to the stack instead of palloc'ing it */
-	if (!PG_ARGISNULL(0) &&
-		VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)) > 0 &&
-		VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)) < RL_NAME_LEN)
-	{
-		text	   *t = PG_GETARG_TEXT_PP(0);
+	text	   *t = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
 
+	if (t && VARSIZE_ANY_EXHDR(t) > 0 && VARSIZE_ANY_EXHDR(t) < RL_NAME_LEN)
+	{
 		memcpy(endpoint, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 		endpoint[VARSIZE_ANY_EXHDR(t)] = '\0';
 	}
@@ -379,6 +377,7 @@ rate_limit_acquire(PG_FUNCTION_ARGS)
 			int64		now;
 			int64		sleep_us = 0;
 			int			next = -1;
+			int			too_costly = 0;
 
 			ResetLatch(MyLatch);
 
@@ -406,16 +405,19 @@ rate_limit_acquire(PG_FUNCTION_ARGS)
 				next = ep->queue_head;
 				w.queued = false;
 			}
+			else if (ep->queue_head == me && !ep->reconfiguring &&
+					 cost > rl_min_n(ep))
+				too_costly = rl_min_n(ep);	/* a limit was lowered meanwhile */
 			else if (ep->queue_head == me)
 			{
-				if (ep->reconfiguring || cost > rl_min_n(ep))
+				if (ep->reconfiguring)
 					sleep_us = 1000;
 				/* else sleep_us was set by rl_allowed() */
 			}
 			else
 				sleep_us = deadline - now;	/* woken when we become head */
 
-			if (!dropped && granted_at == 0 && now >= deadline)
+			if (!dropped && granted_at == 0 && too_costly == 0 && now >= deadline)
 			{
 				ep->timeouts_total++;
 				ep->refused_total++;
@@ -427,6 +429,11 @@ rate_limit_acquire(PG_FUNCTION_ARGS)
 			{
 				rl_wake(next);
 				break;
+			}
+			if (too_costly > 0)
+			{
+				rl_dequeue(&w);
+				report_try_failure(RL_BAD_COST, endpoint, cost, too_costly);
 			}
 			if (dropped)
 				ereport(ERROR,

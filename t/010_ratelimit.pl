@@ -91,16 +91,17 @@ cmp_ok($mtotal, '>=', 24, 'multi-limit endpoint: the 3-second limit was reached 
 # --- waiters are served in arrival order
 $node->safe_psql('postgres', q{
     CREATE TABLE fifo_log (client int, granted_at timestamptz DEFAULT clock_timestamp());
-    SELECT trading.rate_limit_set('t.fifo', 1, '1 hour');
-    SELECT trading.rate_limit_try('t.fifo');});
+    SELECT trading.rate_limit_set('t.fifo', 2, '1 hour');
+    SELECT trading.rate_limit_try('t.fifo', 2);});
 
 my %h;
 sub start_waiter
 {
-	my ($client, $extra) = @_;
+	my ($client, $extra, $cost) = @_;
 	my ($out, $err) = ('', '');
+	$cost //= 1;
 	my $sql = ($extra // '')
-	  . "SELECT /* waiter $client */ trading.rate_limit_acquire('t.fifo', 1, '60 seconds');"
+	  . "SELECT /* waiter $client */ trading.rate_limit_acquire('t.fifo', $cost, '60 seconds');"
 	  . "INSERT INTO fifo_log (client) VALUES ($client);";
 	$h{$client} = {
 		out => \$out, err => \$err,
@@ -146,12 +147,20 @@ $node->poll_query_until('postgres',
   or die 'cancelled waiters did not leave';
 is(waiting(), 3, 'cancelled and terminated waiters left the queue');
 
+# a waiter for 2 units, behind the others; the limit will drop to 1 per window
+start_waiter(7, '', 2);
+$node->poll_query_until('postgres',
+	q{SELECT waiting = 4 FROM trading.rate_limit_status WHERE endpoint = 't.fifo'})
+  or die 'waiter 7 did not queue';
+
 # open the gate: one grant per 300 ms from now on
 $node->safe_psql('postgres', q{
     SELECT trading.rate_limit_set('t.fifo', 1, '300 milliseconds');
     SELECT trading.rate_limit_drop('t.fifo', '1 hour');});
-$h{$_}{run}->finish for (1, 2, 5);
+$h{$_}{run}->finish for (1, 2, 5, 7);
 is(${ $h{$_}{err} }, '', "waiter $_ succeeded") for (1, 2, 5);
+like(${ $h{7}{err} }, qr/cost 2 exceeds what endpoint "t.fifo" allows/,
+	'a waiter whose cost no longer fits any window gets a clear error');
 
 my $order = $node->safe_psql('postgres',
 	q{SELECT string_agg(client::text, ',' ORDER BY granted_at) FROM fifo_log});
