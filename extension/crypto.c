@@ -32,7 +32,8 @@
  * registered in trading.key_versions the first time the version is used,
  * and compared there by every backend before its first use of that
  * version, so a wrong key is reported as such (TR102) rather than as
- * thousands of failed decryptions.
+ * thousands of failed decryptions.  At server start the key check worker
+ * (crypto_keycheck.c) makes the same comparison and logs the result.
  *
  * Locking: none is needed.  The key page is written by the postmaster
  * before any child exists and is read-only afterwards; the subkey page is
@@ -205,6 +206,8 @@ crypto_init(void)
 							NULL, NULL, NULL);
 
 	load_server_key();
+	if (crypto_server_key_available())
+		crypto_keycheck_register();
 }
 
 void

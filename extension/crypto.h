@@ -57,6 +57,9 @@ extern uint32 crypto_current_key_version(void);
 extern int	crypto_loaded_keys(uint32 *versions, unsigned char (*kcvs)[16],
 							   int max, int *current_index);
 
+/* crypto_keycheck.c: the key check worker, registered by crypto_init */
+extern void crypto_keycheck_register(void);
+
 /* Why no key is loaded ("" when one is). */
 extern const char *crypto_key_load_error(void);
 

@@ -146,11 +146,17 @@ run([ $tool, 'decrypt', '--passphrase-file', "$dir/pass.txt", "$dir/penv.bin" ],
 is($stdout, 'pass data', 'the tool decrypts what the database encrypted');
 
 # ---- a wrong key: the server starts, the key check value catches it ----
+$node->restart;
+ok($node->wait_for_log(qr/server key verified: 1 version\(s\) match their key check values/),
+	'at start, the key check worker verifies the key');
 $node->stop;
 run([ $getkey, $wrongfile ], '>', \$stdout, '2>', \$stderr);
 set_key_command("$getkey $wrongfile");
+my $logpos = -s $node->logfile;
 $node->start;
 ok(1, 'the server starts with a wrong key');
+ok($node->wait_for_log(qr/WARNING:  trading: server key version 1 does not match its key check value/, $logpos),
+	'the wrong key is reported at start');
 ($r, $out, $err) = try_sql("SELECT trading.decrypt('$one'::bytea)");
 like($err, qr/TR102|server key version 1 does not match its key check value/, 'decrypt reports the wrong key');
 ($r, $out, $err) = try_sql("SELECT trading.encrypt('x'::bytea)");
