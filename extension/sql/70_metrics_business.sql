@@ -64,7 +64,7 @@ BEGIN
                    CASE WHEN next_poll IS NULL THEN 0::float8
                         ELSE greatest(extract(epoch FROM now() - next_poll), 0)::float8
                    END AS poll_overdue_seconds,
-                   (coalesce(session_state, '') IN ('expired', 'invalid'))::int::float8 AS session_expired
+                   (coalesce(session_state, '') IN ('expired', 'unreadable'))::int::float8 AS session_expired
             FROM @extschema@.worker_status$q$,
          $q$SELECT NULL::text AS endpoint, NULL::float8 AS last_success_timestamp_seconds,
                    NULL::float8 AS last_success_age_seconds, NULL::float8 AS consecutive_failures,
@@ -157,7 +157,7 @@ CREATE VIEW @extschema@.metrics_catalog (name, type, labels, help) AS VALUES
     ('trading_worker_consecutive_failures', 'gauge', '{endpoint}', 'Failed polls of the endpoint since its last success.'),
     ('trading_worker_requests_total', 'counter', '{endpoint}', 'Requests made by the broker worker.'),
     ('trading_worker_poll_overdue_seconds', 'gauge', '{endpoint}', 'Seconds by which the next poll of the endpoint is overdue (0: on time).'),
-    ('trading_worker_session_expired', 'gauge', '{endpoint}', '1 when the broker session is expired or invalid, else 0.'),
+    ('trading_worker_session_expired', 'gauge', '{endpoint}', '1 when the broker session is expired or unreadable, else 0.'),
     ('trading_worker_state_info', 'gauge', '{endpoint,worker_state,session_state}', 'State of the worker and of the broker session per endpoint (always 1).'),
     ('trading_worker_errors_total', 'counter', '{endpoint,error_type}', 'Errors of the broker worker by endpoint and error type.'),
     ('trading_correlation_queue_depth', 'gauge', '{}', 'Events waiting in the correlation queue.'),
