@@ -80,10 +80,14 @@ static SPIPlanPtr end_plan = NULL;
 
 static const char *begin_sql =
 "INSERT INTO trading.operations AS o "
-"  (id, parent_id, operation, started_at, attributes, backend_pid, username, begin_seq) "
-"SELECT t.i, t.p, t.o, t.s, t.a::jsonb, t.b, t.u, t.q "
+"  (id, parent_id, operation, started_at, attributes, backend_pid, username, begin_seq, "
+"   ended_at, status, error, auto_ended, end_backend_pid, end_seq) "
+"SELECT t.i, t.p, t.o, t.s, t.a::jsonb, t.b, t.u, t.q, "
+"       t.e, coalesce(t.st, 'open'), t.er, coalesce(t.au, false), t.eb, t.eq "
 "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], "
-"            $6::int4[], $7::text[], $8::int8[]) AS t(i, p, o, s, a, b, u, q) "
+"            $6::int4[], $7::text[], $8::int8[], $9::timestamptz[], $10::text[], "
+"            $11::text[], $12::bool[], $13::int4[], $14::int8[]) "
+"     AS t(i, p, o, s, a, b, u, q, e, st, er, au, eb, eq) "
 "ON CONFLICT (id) DO UPDATE SET parent_id = excluded.parent_id, "
 "  operation = excluded.operation, started_at = excluded.started_at, "
 "  attributes = excluded.attributes, backend_pid = excluded.backend_pid, "
@@ -330,24 +334,94 @@ exec_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
 			 SPI_result_code_string(ret));
 }
 
-static void
-apply_begins(Batch *b)
+typedef struct EndSlot
 {
-	Col			c[8];
-	Oid			types[8] = {UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID,
-		TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
-	Datum		values[8];
-	Oid			elem[8] = {UUIDOID, UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID,
-		INT4OID, TEXTOID, INT8OID};
+	pg_uuid_t	id;
+	int			index;			/* in Ends.evs */
+} EndSlot;
 
-	for (int i = 0; i < 8; i++)
+/* The ends of a batch, one per id; merged[i]: stored with its begin. */
+typedef struct Ends
+{
+	CorrEvent **evs;
+	bool	   *merged;
+	int			n;
+	HTAB	   *byid;
+} Ends;
+
+/*
+ * One end per id and statement (ON CONFLICT DO UPDATE cannot touch a row
+ * twice): the first user end wins, else the first automatic one, which is
+ * what applying them one by one would give.
+ */
+static void
+choose_ends(Batch *b, Ends *ends)
+{
+	HASHCTL		ctl;
+
+	ends->evs = palloc(sizeof(CorrEvent *) * Max(b->n, 1));
+	ends->merged = palloc0(sizeof(bool) * Max(b->n, 1));
+	ends->n = 0;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(pg_uuid_t);
+	ctl.entrysize = sizeof(EndSlot);
+	ctl.hcxt = CurrentMemoryContext;
+	ends->byid = hash_create("correlation ends", Max(b->n, 16), &ctl,
+							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int i = 0; i < b->n; i++)
+	{
+		CorrEvent  *e = b->evs[i];
+		EndSlot    *slot;
+		bool		found;
+
+		if (b->kinds[i] != CORR_REC_END)
+			continue;
+		slot = hash_search(ends->byid, &e->id, HASH_ENTER, &found);
+		if (!found)
+		{
+			slot->index = ends->n;
+			ends->evs[ends->n++] = e;
+		}
+		else if ((ends->evs[slot->index]->flags & CORR_F_AUTO) &&
+				 !(e->flags & CORR_F_AUTO))
+			ends->evs[slot->index] = e;
+	}
+}
+
+/*
+ * Begins, each with its end when the same batch has it (the usual case: one
+ * row version instead of an insert and an update).
+ */
+static void
+apply_begins(Batch *b, Ends *ends)
+{
+	Col			c[14];
+	Oid			types[14] = {UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
+		TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT4ARRAYOID,
+	INT8ARRAYOID};
+	Datum		values[14];
+	Oid			elem[14] = {UUIDOID, UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID,
+		INT4OID, TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, BOOLOID,
+	INT4OID, INT8OID};
+
+	for (int i = 0; i < 14; i++)
 		col_init(&c[i], elem[i], b->n);
 	for (int i = 0; i < b->n; i++)
 	{
 		CorrEvent  *e = b->evs[i];
+		CorrEvent  *end = NULL;
+		EndSlot    *slot;
 
 		if (b->kinds[i] != CORR_REC_BEGIN)
 			continue;
+		slot = hash_search(ends->byid, &e->id, HASH_FIND, NULL);
+		if (slot && !ends->merged[slot->index] &&
+			ends->evs[slot->index]->seq > e->seq)
+		{
+			end = ends->evs[slot->index];
+			ends->merged[slot->index] = true;
+		}
 		col_add(&c[0], uuid_datum(&e->id), false);
 		col_add(&c[1], (e->flags & CORR_F_PARENT) ? uuid_datum(&e->parent) : 0,
 				!(e->flags & CORR_F_PARENT));
@@ -360,22 +434,32 @@ apply_begins(Batch *b)
 		col_add(&c[5], Int32GetDatum(e->pid), false);
 		col_text(&c[6], EV_USER(e), e->user_len);
 		col_add(&c[7], Int64GetDatum((int64) e->seq), false);
+		if (end)
+		{
+			col_add(&c[8], TimestampTzGetDatum(end->ts), false);
+			if (end->status_len > 0)
+				col_text(&c[9], EV_STATUS(end), end->status_len);
+			else
+				col_add(&c[9], PointerGetDatum(cstring_to_text("ok")), false);
+			col_text(&c[10], EV_ERROR(end), end->err_len);
+			col_add(&c[11], BoolGetDatum((end->flags & CORR_F_AUTO) != 0), false);
+			col_add(&c[12], Int32GetDatum(end->pid), false);
+			col_add(&c[13], Int64GetDatum((int64) end->seq), false);
+		}
+		else
+			for (int k = 8; k < 14; k++)
+				col_add(&c[k], (Datum) 0, true);
 	}
 	if (c[0].n == 0)
 		return;
-	for (int i = 0; i < 8; i++)
+	for (int i = 0; i < 14; i++)
 		values[i] = col_array(&c[i]);
-	exec_plan(&begin_plan, begin_sql, 8, types, values);
+	exec_plan(&begin_plan, begin_sql, 14, types, values);
 }
 
-typedef struct EndSlot
-{
-	pg_uuid_t	id;
-	int			index;			/* in the column arrays */
-} EndSlot;
-
+/* Ends whose begin was in an earlier batch (or never arrived). */
 static void
-apply_ends(Batch *b)
+apply_ends(Ends *ends)
 {
 	Col			c[12];
 	Oid			types[12] = {UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID,
@@ -384,51 +468,16 @@ apply_ends(Batch *b)
 	Oid			elem[12] = {UUIDOID, UUIDOID, TEXTOID, TIMESTAMPTZOID, INT4OID,
 		TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, BOOLOID, INT4OID, INT8OID};
 	Datum		values[12];
-	CorrEvent **chosen;
-	int			nchosen = 0;
-	HTAB	   *seen;
-	HASHCTL		ctl;
-
-	/*
-	 * One end per id and statement (ON CONFLICT DO UPDATE cannot touch a row
-	 * twice): the first user end wins, else the first automatic one, which
-	 * is what applying them one by one would give.
-	 */
-	chosen = palloc(sizeof(CorrEvent *) * Max(b->n, 1));
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(pg_uuid_t);
-	ctl.entrysize = sizeof(EndSlot);
-	ctl.hcxt = CurrentMemoryContext;
-	seen = hash_create("correlation ends", Max(b->n, 16), &ctl,
-					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	for (int i = 0; i < b->n; i++)
-	{
-		CorrEvent  *e = b->evs[i];
-		EndSlot    *slot;
-		bool		found;
-
-		if (b->kinds[i] != CORR_REC_END)
-			continue;
-		slot = hash_search(seen, &e->id, HASH_ENTER, &found);
-		if (!found)
-		{
-			slot->index = nchosen;
-			chosen[nchosen++] = e;
-		}
-		else if ((chosen[slot->index]->flags & CORR_F_AUTO) &&
-				 !(e->flags & CORR_F_AUTO))
-			chosen[slot->index] = e;
-	}
-	if (nchosen == 0)
-		return;
 
 	for (int i = 0; i < 12; i++)
-		col_init(&c[i], elem[i], nchosen);
-	for (int i = 0; i < nchosen; i++)
+		col_init(&c[i], elem[i], ends->n);
+	for (int i = 0; i < ends->n; i++)
 	{
-		CorrEvent  *e = chosen[i];
+		CorrEvent  *e = ends->evs[i];
 		bool		info = (e->flags & CORR_F_BEGIN_INFO) != 0;
 
+		if (ends->merged[i])
+			continue;
 		col_add(&c[0], uuid_datum(&e->id), false);
 		col_add(&c[1], (info && (e->flags & CORR_F_PARENT)) ? uuid_datum(&e->parent) : 0,
 				!(info && (e->flags & CORR_F_PARENT)));
@@ -446,6 +495,8 @@ apply_ends(Batch *b)
 		col_add(&c[10], Int32GetDatum(e->pid), false);
 		col_add(&c[11], Int64GetDatum((int64) e->seq), false);
 	}
+	if (c[0].n == 0)
+		return;
 	for (int i = 0; i < 12; i++)
 		values[i] = col_array(&c[i]);
 	exec_plan(&end_plan, end_sql, 12, types, values);
@@ -454,8 +505,12 @@ apply_ends(Batch *b)
 static void
 apply_batch(void *arg)
 {
-	apply_begins((Batch *) arg);
-	apply_ends((Batch *) arg);
+	Batch	   *b = (Batch *) arg;
+	Ends		ends;
+
+	choose_ends(b, &ends);
+	apply_begins(b, &ends);
+	apply_ends(&ends);
 }
 
 /* Can the event be stored at all?  Checks lengths and encodings. */
