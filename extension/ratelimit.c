@@ -155,6 +155,9 @@ ratelimit_shmem_startup(void)
 	}
 	for (int i = 0; i < rl_shared->nprocs; i++)
 		rl_shared->wait_next[i] = -1;
+
+	/* windows saved at the last clean shutdown (ratelimit_persist.c) */
+	ratelimit_persist_startup();
 }
 
 /* ---------------------------------------------------------------------

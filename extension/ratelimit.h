@@ -115,6 +115,9 @@ ratelimit_ensure_synced(void)
 		ratelimit_sync(false);
 }
 
+/* ratelimit_persist.c: restore saved windows, save them at shutdown */
+extern void ratelimit_persist_startup(void);
+
 /* Internal helpers shared by ratelimit.c and ratelimit_sql.c. */
 extern int	rl_lookup(const char *name, uint32 *generation);
 extern void rl_forget(const char *name);

@@ -13,7 +13,7 @@ use Test::More;
 use IPC::Run;
 use TradingTest;
 
-my $node = TradingTest::node('ratelimit');
+my $node = TradingTest::node('ratelimit', conf => "restart_after_crash = on\n");
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 
 $node->safe_psql('postgres', q{
@@ -170,13 +170,55 @@ my $spread = $node->safe_psql('postgres',
 is($spread, 't', 'grants to waiters were spread out, not all at once');
 is(waiting(), 0, 'queue is empty');
 
+# --- windows survive a clean restart: a daily budget is not reset
+$node->safe_psql('postgres', q{
+    SELECT trading.rate_limit_set('t.daily', 5, '1 day');
+    SELECT trading.rate_limit_try('t.daily') FROM generate_series(1, 3);});
+
 # --- limits survive a restart (they live in the table)
 $node->restart;
+is($node->safe_psql('postgres', q{
+    SELECT used || '/' || requests FROM trading.rate_limit_status WHERE endpoint = 't.daily'}),
+	'3/5', 'grants of the last day are still counted after a clean restart');
+is($node->safe_psql('postgres',
+		q{SELECT string_agg(trading.rate_limit_try('t.daily')::text, ',') FROM generate_series(1, 3)}),
+	'true,true,false', 'only the rest of the daily budget is granted');
+ok(-e $node->data_dir . '/pg_stat/trading_ratelimit.state' ? 0 : 1,
+	'the state file is removed once read');
+$node->safe_psql('postgres', q{SELECT trading.rate_limit_drop('t.daily')});
 is($node->safe_psql('postgres',
 		q{SELECT string_agg(endpoint || ':' || requests || '/' || per, ' ' ORDER BY endpoint, per)
 		  FROM trading.rate_limit_status WHERE endpoint LIKE 't.%'}),
 	't.contended:50/00:00:02 t.fifo:1/00:00:00.3 t.multi:5/00:00:01 t.multi:12/00:00:03',
 	'limits are back in shared memory after a restart');
+
+# --- an immediate shutdown keeps the windows too (shared memory is intact)
+$node->safe_psql('postgres', q{
+    SELECT trading.rate_limit_set('t.crash', 2, '1 day');
+    SELECT trading.rate_limit_try('t.crash') FROM generate_series(1, 2);});
+$node->stop('immediate');
+$node->start;
+is($node->safe_psql('postgres', q{
+    SELECT used FROM trading.rate_limit_status WHERE endpoint = 't.crash'}),
+	'2', 'an immediate shutdown keeps the windows');
+
+# --- a backend crash re-creates shared memory: windows start empty, no
+# stale state file is resurrected, and the limits come back from the table
+my ($sout, $serr) = ('', '');
+my $sleeper = IPC::Run::start(
+	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c', 'SELECT pg_sleep(60) /* victim */' ],
+	'>', \$sout, '2>', \$serr);
+$node->poll_query_until('postgres',
+	q{SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE '%victim%' AND pid <> pg_backend_pid()})
+  or die 'victim did not start';
+my $victim = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE query LIKE '%victim%' AND pid <> pg_backend_pid()});
+kill 'KILL', $victim;
+$sleeper->finish;
+$node->poll_query_until('postgres', 'SELECT 1', '1') or die 'server did not come back';
+is($node->safe_psql('postgres', q{
+    SELECT used || '/' || requests FROM trading.rate_limit_status WHERE endpoint = 't.crash'}),
+	'0/2', 'after a crash-restart the windows start empty and the limits are back');
 
 $node->stop;
 done_testing();
