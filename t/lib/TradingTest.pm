@@ -31,6 +31,9 @@ shared_preload_libraries = 'trading'
 trading.database = 'postgres'
 max_connections = 40
 log_line_prefix = '%m [%p] %q%a '
+# tests never reach the real broker: a dead loopback port unless a test
+# points the worker at its paper broker (a later line wins)
+trading.broker_url = 'http://127.0.0.1:9'
 });
 	$node->append_conf('postgresql.conf', $opts{conf}) if $opts{conf};
 	return $node if $opts{no_start};
