@@ -91,6 +91,7 @@ typedef struct CryptoSubkey
 	uint32		version;
 	unsigned char salt[TENV_SALT_LEN];
 	unsigned char key[TENV_KEY_LEN];
+	TenvCipher *cipher;			/* GCM context keyed with key */
 } CryptoSubkey;
 
 typedef struct CryptoBackendKeys
@@ -154,6 +155,9 @@ wipe_backend_keys(int code, Datum arg)
 {
 	if (bkeys == NULL)
 		return;
+	tenv_cipher_free(bkeys->enc.cipher);
+	for (int i = 0; i < CRYPTO_DEC_CACHE; i++)
+		tenv_cipher_free(bkeys->dec[i].cipher);
 	tenv_wipe(bkeys, bkeys_size);
 	munlock(bkeys, bkeys_size);
 	munmap(bkeys, bkeys_size);
@@ -522,6 +526,21 @@ alloc_envelope(Size len)
 	return out;
 }
 
+/* Derive sk's subkey from key version ki and salt, with its GCM context. */
+static void
+set_subkey(CryptoSubkey *sk, int ki, const unsigned char *salt)
+{
+	sk->valid = false;
+	tenv_cipher_free(sk->cipher);
+	sk->cipher = NULL;
+	memcpy(sk->salt, salt, TENV_SALT_LEN);
+	if (tenv_derive_subkey(keyring->keys[ki].key, sk->salt, sk->key) != TENV_OK ||
+		(sk->cipher = tenv_cipher_new(sk->key)) == NULL)
+		report_envelope_error(TENV_ERR_CRYPTO);
+	sk->version = keyring->keys[ki].version;
+	sk->valid = true;
+}
+
 static bytea *
 server_seal(const char *data, Size len, const char *aad, Size aadlen,
 			bool fresh)
@@ -557,20 +576,19 @@ server_seal(const char *data, Size len, const char *aad, Size aadlen,
 		if (!sk->valid || sk->version != k->version ||
 			bk->enc_uses >= CRYPTO_SUBKEY_MAX_USES)
 		{
-			sk->valid = false;
-			if (!tenv_random(sk->salt, TENV_SALT_LEN) ||
-				tenv_derive_subkey(k->key, sk->salt, sk->key) != TENV_OK)
+			unsigned char salt[TENV_SALT_LEN];
+
+			if (!tenv_random(salt, TENV_SALT_LEN))
 				report_envelope_error(TENV_ERR_CRYPTO);
-			sk->version = k->version;
-			sk->valid = true;
+			set_subkey(sk, keyring->current, salt);
 			bk->enc_uses = 0;
 		}
 		bk->enc_uses++;
 		st = tenv_write_header(env, TENV_MODE_SERVER_KEY, k->version,
 							   aadlen > 0, sk->salt);
 		if (st == TENV_OK)
-			st = tenv_seal(sk->key, env, (const unsigned char *) data, len,
-						   (const unsigned char *) aad, aadlen);
+			st = tenv_seal_with(sk->cipher, env, (const unsigned char *) data,
+								len, (const unsigned char *) aad, aadlen);
 	}
 	if (st != TENV_OK)
 		report_envelope_error(st);
@@ -618,15 +636,22 @@ parse_for(const bytea *envelope, int mode, Size aadlen, TenvHeader *h)
 						   : "The value is bound to associated data, which must be given to decrypt it.")));
 }
 
+/* Open with a keyed context (cipher) or, when cipher is NULL, key. */
 static char *
-open_with(const unsigned char *key, const bytea *envelope,
-		  const TenvHeader *h, const char *aad, Size aadlen, Size *len)
+open_with(TenvCipher *cipher, const unsigned char *key,
+		  const bytea *envelope, const TenvHeader *h,
+		  const char *aad, Size aadlen, Size *len)
 {
 	char	   *out = palloc(h->ciphertext_len + 1);
+	const unsigned char *env = (const unsigned char *) VARDATA_ANY(envelope);
 	TenvStatus	st;
 
-	st = tenv_open(key, (const unsigned char *) VARDATA_ANY(envelope), h,
-				   (const unsigned char *) aad, aadlen, (unsigned char *) out);
+	if (cipher)
+		st = tenv_open_with(cipher, env, h, (const unsigned char *) aad,
+							aadlen, (unsigned char *) out);
+	else
+		st = tenv_open(key, env, h, (const unsigned char *) aad, aadlen,
+					   (unsigned char *) out);
 	if (st != TENV_OK)
 	{
 		pfree(out);
@@ -667,14 +692,9 @@ crypto_decrypt_with_server_key(const bytea *envelope, const char *aad,
 	{
 		sk = &bk->dec[bk->dec_next];
 		bk->dec_next = (bk->dec_next + 1) % CRYPTO_DEC_CACHE;
-		sk->valid = false;
-		if (tenv_derive_subkey(keyring->keys[ki].key, h.salt, sk->key) != TENV_OK)
-			report_envelope_error(TENV_ERR_CRYPTO);
-		memcpy(sk->salt, h.salt, TENV_SALT_LEN);
-		sk->version = h.param;
-		sk->valid = true;
+		set_subkey(sk, ki, h.salt);
 	}
-	return open_with(sk->key, envelope, &h, aad, aadlen, len);
+	return open_with(sk->cipher, NULL, envelope, &h, aad, aadlen, len);
 }
 
 bytea *
@@ -721,7 +741,7 @@ crypto_decrypt_passphrase(const bytea *envelope, const char *pass,
 	}
 	PG_TRY();
 	{
-		out = open_with(bk->scratch, envelope, &h, aad, aadlen, len);
+		out = open_with(NULL, bk->scratch, envelope, &h, aad, aadlen, len);
 	}
 	PG_FINALLY();
 	{

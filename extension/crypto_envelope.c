@@ -142,17 +142,18 @@ tenv_write_header(unsigned char *out, int mode, uint32_t param, bool has_aad,
 
 /* Feed header + caller AAD to GCM as additional authenticated data. */
 static bool
-gcm_aad(const unsigned char *header, const unsigned char *aad, size_t aadlen)
+gcm_aad(EVP_CIPHER_CTX *ctx, const unsigned char *header,
+		const unsigned char *aad, size_t aadlen)
 {
 	int			outl;
 
-	if (EVP_CipherUpdate(gcm_ctx, NULL, &outl, header, TENV_HEADER_LEN) != 1)
+	if (EVP_CipherUpdate(ctx, NULL, &outl, header, TENV_HEADER_LEN) != 1)
 		return false;
 	while (aadlen > 0)
 	{
 		int			n = aadlen > (1 << 30) ? (1 << 30) : (int) aadlen;
 
-		if (EVP_CipherUpdate(gcm_ctx, NULL, &outl, aad, n) != 1)
+		if (EVP_CipherUpdate(ctx, NULL, &outl, aad, n) != 1)
 			return false;
 		aad += n;
 		aadlen -= n;
@@ -162,14 +163,15 @@ gcm_aad(const unsigned char *header, const unsigned char *aad, size_t aadlen)
 
 /* Run the cipher over len bytes in chunks that fit an int. */
 static bool
-gcm_update(unsigned char *out, const unsigned char *in, size_t len)
+gcm_update(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *in,
+		   size_t len)
 {
 	while (len > 0)
 	{
 		int			n = len > (1 << 30) ? (1 << 30) : (int) len;
 		int			outl;
 
-		if (EVP_CipherUpdate(gcm_ctx, out, &outl, in, n) != 1 || outl != n)
+		if (EVP_CipherUpdate(ctx, out, &outl, in, n) != 1 || outl != n)
 			return false;
 		in += n;
 		out += n;
@@ -178,24 +180,42 @@ gcm_update(unsigned char *out, const unsigned char *in, size_t len)
 	return true;
 }
 
+TenvCipher *
+tenv_cipher_new(const unsigned char *key)
+{
+	EVP_CIPHER_CTX *c;
+
+	if (!tenv_setup() || (c = EVP_CIPHER_CTX_new()) == NULL)
+		return NULL;
+	if (EVP_EncryptInit_ex2(c, gcm_cipher, key, NULL, NULL) != 1)
+	{
+		EVP_CIPHER_CTX_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void
+tenv_cipher_free(TenvCipher *c)
+{
+	EVP_CIPHER_CTX_free(c);		/* cleanses the key schedule */
+}
+
 TenvStatus
-tenv_seal(const unsigned char *key, unsigned char *env,
-		  const unsigned char *pt, size_t len,
-		  const unsigned char *aad, size_t aadlen)
+tenv_seal_with(TenvCipher *c, unsigned char *env,
+			   const unsigned char *pt, size_t len,
+			   const unsigned char *aad, size_t aadlen)
 {
 	unsigned char *ct = env + TENV_HEADER_LEN;
 	int			outl;
 
 	if (len > TENV_MAX_PLAINTEXT)
 		return TENV_ERR_TOO_LARGE;
-	if (!tenv_setup())
-		return TENV_ERR_CRYPTO;
-	if (EVP_EncryptInit_ex2(gcm_ctx, gcm_cipher, key,
-							env + 12 + TENV_SALT_LEN, NULL) != 1 ||
-		!gcm_aad(env, aad, aadlen) ||
-		!gcm_update(ct, pt, len) ||
-		EVP_EncryptFinal_ex(gcm_ctx, ct + len, &outl) != 1 ||
-		EVP_CIPHER_CTX_ctrl(gcm_ctx, EVP_CTRL_GCM_GET_TAG, TENV_TAG_LEN,
+	if (EVP_EncryptInit_ex2(c, NULL, NULL, env + 12 + TENV_SALT_LEN, NULL) != 1 ||
+		!gcm_aad(c, env, aad, aadlen) ||
+		!gcm_update(c, ct, pt, len) ||
+		EVP_EncryptFinal_ex(c, ct + len, &outl) != 1 ||
+		EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, TENV_TAG_LEN,
 							ct + len) != 1)
 	{
 		OPENSSL_cleanse(ct, len);
@@ -205,33 +225,52 @@ tenv_seal(const unsigned char *key, unsigned char *env,
 }
 
 TenvStatus
-tenv_open(const unsigned char *key, const unsigned char *env,
-		  const TenvHeader *h, const unsigned char *aad, size_t aadlen,
-		  unsigned char *out)
+tenv_open_with(TenvCipher *c, const unsigned char *env, const TenvHeader *h,
+			   const unsigned char *aad, size_t aadlen, unsigned char *out)
 {
 	const unsigned char *ct = env + TENV_HEADER_LEN;
 	size_t		len = h->ciphertext_len;
 	unsigned char tag[TENV_TAG_LEN];
 	int			outl;
 
-	if (!tenv_setup())
-		return TENV_ERR_CRYPTO;
 	memcpy(tag, ct + len, TENV_TAG_LEN);
-	if (EVP_DecryptInit_ex2(gcm_ctx, gcm_cipher, key, h->nonce, NULL) != 1 ||
-		!gcm_aad(env, aad, aadlen) ||
-		!gcm_update(out, ct, len) ||
-		EVP_CIPHER_CTX_ctrl(gcm_ctx, EVP_CTRL_GCM_SET_TAG, TENV_TAG_LEN,
-							tag) != 1)
+	if (EVP_DecryptInit_ex2(c, NULL, NULL, h->nonce, NULL) != 1 ||
+		!gcm_aad(c, env, aad, aadlen) ||
+		!gcm_update(c, out, ct, len) ||
+		EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, TENV_TAG_LEN, tag) != 1)
 	{
 		OPENSSL_cleanse(out, len);
 		return TENV_ERR_CRYPTO;
 	}
-	if (EVP_DecryptFinal_ex(gcm_ctx, out + len, &outl) != 1)
+	if (EVP_DecryptFinal_ex(c, out + len, &outl) != 1)
 	{
 		OPENSSL_cleanse(out, len);
 		return TENV_ERR_AUTH;
 	}
 	return TENV_OK;
+}
+
+/* One-off forms: the process's own context, keyed for this call. */
+TenvStatus
+tenv_seal(const unsigned char *key, unsigned char *env,
+		  const unsigned char *pt, size_t len,
+		  const unsigned char *aad, size_t aadlen)
+{
+	if (!tenv_setup() ||
+		EVP_EncryptInit_ex2(gcm_ctx, gcm_cipher, key, NULL, NULL) != 1)
+		return TENV_ERR_CRYPTO;
+	return tenv_seal_with(gcm_ctx, env, pt, len, aad, aadlen);
+}
+
+TenvStatus
+tenv_open(const unsigned char *key, const unsigned char *env,
+		  const TenvHeader *h, const unsigned char *aad, size_t aadlen,
+		  unsigned char *out)
+{
+	if (!tenv_setup() ||
+		EVP_DecryptInit_ex2(gcm_ctx, gcm_cipher, key, NULL, NULL) != 1)
+		return TENV_ERR_CRYPTO;
+	return tenv_open_with(gcm_ctx, env, h, aad, aadlen, out);
 }
 
 static TenvStatus
