@@ -21,8 +21,10 @@ CREATE TABLE @extschema@.operations (
     begin_seq       bigint,     -- queue sequence number of the stored begin event
     end_seq         bigint      -- ... and of the stored end event
 );
-CREATE INDEX operations_parent_idx ON @extschema@.operations (parent_id);
-CREATE INDEX operations_started_idx ON @extschema@.operations (started_at);
+-- Cheap to maintain on the writer's hot path: children only, a BRIN for
+-- the time-ordered retention delete, and the (small) set of open rows.
+CREATE INDEX operations_parent_idx ON @extschema@.operations (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX operations_started_idx ON @extschema@.operations USING brin (started_at);
 CREATE INDEX operations_open_idx ON @extschema@.operations (started_at) WHERE ended_at IS NULL;
 COMMENT ON TABLE @extschema@.operations IS
     'One row per tracked operation, written by the correlation writer; rows older than trading.correlation_retention are deleted';
