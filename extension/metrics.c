@@ -30,11 +30,11 @@
  *   holds metrics_shared->lock exclusively, which serialises registrations;
  *   it rechecks the slots published meanwhile, so a label set never gets
  *   two slots.
- * - Each backend caches (family, labels) -> slot in a local hash table;
+ * - Each backend caches (family, labels) -> slot in a local open-addressing
+ *   table of (hash, slot pointer) compared against the slot's labels;
  *   slots are never freed or reused, so an entry never goes stale.  The
- *   cache is created in _PG_init, so the recording path never has to
- *   create it (and cannot fail doing so); an entry that cannot be added
- *   (out of memory) is simply looked up again next time.
+ *   table is allocated once without raising an error; without it (out of
+ *   memory) or when it is full, lookups scan the published slots.
  * - The overflow slot of a family is labelled at startup; recordings from
  *   the C API whose label set does not fit go there, and every recording
  *   that did not fit (C API or SQL) adds one to the family's overflow
@@ -52,7 +52,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
-#include "utils/hsearch.h"
+#include "common/hashfn.h"
 #include "utils/memutils.h"
 
 /* Histogram bucket upper bounds in seconds (Prometheus' default set). */
@@ -93,20 +93,27 @@ static MetricsShared *metrics_shared = NULL;
 static int	metrics_max_labels_guc = 200;
 static double metrics_daily_loss_alert_threshold = 0;
 
-/* backend-local cache key and entry */
-typedef struct MetricsCacheKey
-{
-	int			family;
-	char		labels[2][METRICS_LABEL_LEN];
-} MetricsCacheKey;
+/*
+ * Backend-local lookup cache: open addressing over (hash, slot); an entry
+ * is compared with the slot's labels in shared memory, which never change
+ * once published, so the cache holds no copy of them.  Allocated on first
+ * use without raising an error (no cache: every lookup scans); at most
+ * METRICS_CACHE_MAX entries, filled to 3/4 at most (then lookups past that
+ * scan the published slots, which is correct, only slower).
+ */
+#define METRICS_CACHE_MAX	65536
 
 typedef struct MetricsCacheEntry
 {
-	MetricsCacheKey key;
-	MetricsSlot *slot;
+	uint32		hash;
+	int32		family;
+	MetricsSlot *slot;			/* NULL: free */
 } MetricsCacheEntry;
 
-static HTAB *metrics_cache = NULL;
+static MetricsCacheEntry *metrics_cache = NULL;
+static uint32 metrics_cache_mask = 0;
+static uint32 metrics_cache_used = 0;
+static bool metrics_cache_failed = false;
 
 static Size
 metrics_shmem_size(void)
@@ -121,8 +128,6 @@ metrics_shmem_size(void)
 void
 metrics_init(void)
 {
-	HASHCTL		ctl;
-
 	DefineCustomIntVariable("trading.metrics_max_labels",
 							"Maximum number of distinct label sets per metric.",
 							"Bounds the cardinality of trading_api_request_duration_seconds (endpoints), "
@@ -142,16 +147,6 @@ metrics_init(void)
 							 0, 0, 1e15,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
-
-	/*
-	 * The lookup cache is created here, in every process that loads the
-	 * library, so that the recording path never has to create it.
-	 */
-	ctl.keysize = sizeof(MetricsCacheKey);
-	ctl.entrysize = sizeof(MetricsCacheEntry);
-	ctl.hcxt = TopMemoryContext;
-	metrics_cache = hash_create("trading metrics cache", 64, &ctl,
-								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
 void
@@ -215,13 +210,16 @@ family_slot(int family, int i)
 }
 
 /*
- * Copy a label into dst: NULL or empty becomes "unknown"; a long value is
- * cut to METRICS_LABEL_LEN - 1 bytes without splitting a UTF-8 sequence.
+ * Normalise a label given to the C API: NULL or empty becomes "unknown"; a
+ * long value is cut to METRICS_LABEL_LEN - 1 bytes without splitting a UTF-8
+ * sequence; control characters become '?' (then in buf).
  */
-static void
-metrics_copy_label(char *dst, const char *src)
+static MetricsLabel
+metrics_c_label(const char *src, char *buf)
 {
+	MetricsLabel l;
 	size_t		len;
+	bool		control = false;
 
 	if (src == NULL || src[0] == '\0')
 		src = METRICS_UNKNOWN_LABEL;
@@ -232,52 +230,100 @@ metrics_copy_label(char *dst, const char *src)
 		while (len > 0 && (((unsigned char) src[len]) & 0xC0) == 0x80)
 			len--;
 	}
-	memcpy(dst, src, len);
-	dst[len] = '\0';
+	for (size_t i = 0; i < len; i++)
+		control |= ((unsigned char) src[i] < 0x20 || src[i] == 0x7f);
+	if (control)
+	{
+		for (size_t i = 0; i < len; i++)
+			buf[i] = ((unsigned char) src[i] < 0x20 || src[i] == 0x7f) ? '?' : src[i];
+		src = buf;
+	}
+	l.data = src;
+	l.len = (int) len;
+	return l;
+}
+
+static inline bool
+label_equals(const char *stored, MetricsLabel l)
+{
+	return memcmp(stored, l.data, l.len) == 0 && stored[l.len] == '\0';
+}
+
+static inline bool
+slot_matches(MetricsSlot *slot, MetricsLabel l1, MetricsLabel l2)
+{
+	return label_equals(slot->labels[0], l1) && label_equals(slot->labels[1], l2);
 }
 
 static MetricsSlot *
-scan_published(int family, const MetricsCacheKey *key, int from, int to)
+scan_published(int family, MetricsLabel l1, MetricsLabel l2, int from, int to)
 {
 	for (int i = from; i < to; i++)
 	{
 		MetricsSlot *slot = family_slot(family, i);
 
-		if (strcmp(slot->labels[0], key->labels[0]) == 0 &&
-			strcmp(slot->labels[1], key->labels[1]) == 0)
+		if (slot_matches(slot, l1, l2))
 			return slot;
 	}
 	return NULL;
 }
 
+static void
+metrics_cache_create(void)
+{
+	uint32		want = 4 * (uint32) (metrics_shared->max_labels + 1) * MF_NFAMILIES;
+	uint32		size = 64;
+
+	metrics_cache_failed = true;	/* unless the allocation succeeds */
+	while (size < want && size < METRICS_CACHE_MAX)
+		size <<= 1;
+	metrics_cache = MemoryContextAllocExtended(TopMemoryContext,
+											   size * sizeof(MetricsCacheEntry),
+											   MCXT_ALLOC_NO_OOM | MCXT_ALLOC_ZERO);
+	if (metrics_cache == NULL)
+		return;
+	metrics_cache_mask = size - 1;
+	metrics_cache_failed = false;
+}
+
 /*
- * Find or register the slot of a label set.  Returns NULL when the family
- * is full (the caller decides between the overflow slot and an error).
- * Never raises an error.
+ * Find or register the slot of a label set (l2 is empty but for trades).
+ * Returns NULL when the family is full (the caller decides between the
+ * overflow slot and an error).  Never raises an error.
  */
 static MetricsSlot *
-metrics_lookup(MetricsFamily family, const char *l1, const char *l2)
+metrics_lookup(MetricsFamily family, MetricsLabel l1, MetricsLabel l2)
 {
-	MetricsCacheKey key;
-	MetricsCacheEntry *entry;
 	MetricsSlot *slot;
 	MetricsFamilyState *fs = &metrics_shared->families[family];
+	uint32		hash;
+	uint32		i = 0;
 	int			n;
 
-	memset(&key, 0, sizeof(key));
-	key.family = family;
-	metrics_copy_label(key.labels[0], l1);
-	if (family == MF_TRADES)
-		metrics_copy_label(key.labels[1], l2);
+	hash = hash_bytes((const unsigned char *) l1.data, l1.len);
+	if (l2.len > 0)
+		hash = hash_combine(hash, hash_bytes((const unsigned char *) l2.data, l2.len));
+	hash = hash_combine(hash, (uint32) family);
 
-	entry = hash_search(metrics_cache, &key, HASH_FIND, NULL);
-	if (entry)
-		return entry->slot;
+	if (metrics_cache == NULL && !metrics_cache_failed)
+		metrics_cache_create();
+	if (metrics_cache)
+	{
+		for (i = hash & metrics_cache_mask; metrics_cache[i].slot != NULL;
+			 i = (i + 1) & metrics_cache_mask)
+		{
+			MetricsCacheEntry *e = &metrics_cache[i];
+
+			if (e->hash == hash && e->family == family &&
+				slot_matches(e->slot, l1, l2))
+				return e->slot;
+		}
+	}
 
 	/* published by another process? */
 	n = pg_atomic_read_u32(&fs->nused);
 	pg_read_barrier();
-	slot = scan_published(family, &key, 0, n);
+	slot = scan_published(family, l1, l2, 0, n);
 
 	if (slot == NULL)
 	{
@@ -288,11 +334,14 @@ metrics_lookup(MetricsFamily family, const char *l1, const char *l2)
 		{
 			int			now_used = pg_atomic_read_u32(&fs->nused);
 
-			slot = scan_published(family, &key, n, now_used);
+			slot = scan_published(family, l1, l2, n, now_used);
 			if (slot == NULL && now_used < metrics_shared->max_labels)
 			{
 				slot = family_slot(family, now_used);
-				memcpy(slot->labels, key.labels, sizeof(slot->labels));
+				memcpy(slot->labels[0], l1.data, l1.len);
+				slot->labels[0][l1.len] = '\0';
+				memcpy(slot->labels[1], l2.data, l2.len);
+				slot->labels[1][l2.len] = '\0';
 				pg_write_barrier();
 				pg_atomic_write_u32(&fs->nused, now_used + 1);
 			}
@@ -302,9 +351,14 @@ metrics_lookup(MetricsFamily family, const char *l1, const char *l2)
 			return NULL;
 	}
 
-	entry = hash_search(metrics_cache, &key, HASH_ENTER_NULL, NULL);
-	if (entry)
-		entry->slot = slot;
+	/* i is the free entry where the search ended */
+	if (metrics_cache && (metrics_cache_used + 1) * 4 <= (metrics_cache_mask + 1) * 3)
+	{
+		metrics_cache[i].hash = hash;
+		metrics_cache[i].family = family;
+		metrics_cache[i].slot = slot;
+		metrics_cache_used++;
+	}
 	return slot;
 }
 
@@ -313,8 +367,13 @@ static MetricsSlot *
 metrics_lookup_or_overflow(MetricsFamily family, const char *l1,
 						   const char *l2)
 {
-	MetricsSlot *slot = metrics_lookup(family, l1, l2);
+	char		buf1[METRICS_LABEL_LEN];
+	char		buf2[METRICS_LABEL_LEN];
+	MetricsLabel none = {"", 0};
+	MetricsSlot *slot;
 
+	slot = metrics_lookup(family, metrics_c_label(l1, buf1),
+						  family == MF_TRADES ? metrics_c_label(l2, buf2) : none);
 	if (slot == NULL)
 	{
 		pg_atomic_fetch_add_u64(&metrics_shared->families[family].overflow, 1);
@@ -351,7 +410,7 @@ slot_observe(MetricsSlot *slot, double seconds, int http_status)
 void
 metrics_observe_request(const char *endpoint, double seconds, int http_status)
 {
-	if (metrics_shared == NULL || metrics_cache == NULL)
+	if (metrics_shared == NULL)
 		return;
 	slot_observe(metrics_lookup_or_overflow(MF_API_REQUESTS, endpoint, NULL),
 				 seconds, http_status);
@@ -360,7 +419,7 @@ metrics_observe_request(const char *endpoint, double seconds, int http_status)
 void
 metrics_count_exception(const char *kind)
 {
-	if (metrics_shared == NULL || metrics_cache == NULL)
+	if (metrics_shared == NULL)
 		return;
 	pg_atomic_fetch_add_u64(&metrics_lookup_or_overflow(MF_EXCEPTIONS, kind, NULL)->values[MV_COUNTER], 1);
 }
@@ -368,21 +427,22 @@ metrics_count_exception(const char *kind)
 void
 metrics_count_trade(const char *side, const char *status)
 {
-	if (metrics_shared == NULL || metrics_cache == NULL)
+	if (metrics_shared == NULL)
 		return;
 	pg_atomic_fetch_add_u64(&metrics_lookup_or_overflow(MF_TRADES, side, status)->values[MV_COUNTER], 1);
 }
 
 /* ---------------------------------------------------------------------
- * For the SQL functions (arguments already validated by the caller).
+ * For the SQL functions (labels already validated by the caller).
  * ---------------------------------------------------------------------
  */
 
 MetricsLookup
-metrics_sql_observe_request(const char *endpoint, double seconds,
+metrics_sql_observe_request(MetricsLabel endpoint, double seconds,
 							int http_status)
 {
-	MetricsSlot *slot = metrics_lookup(MF_API_REQUESTS, endpoint, NULL);
+	MetricsLabel none = {"", 0};
+	MetricsSlot *slot = metrics_lookup(MF_API_REQUESTS, endpoint, none);
 
 	if (slot == NULL)
 	{
@@ -394,7 +454,7 @@ metrics_sql_observe_request(const char *endpoint, double seconds,
 }
 
 MetricsLookup
-metrics_sql_count(MetricsFamily family, const char *l1, const char *l2)
+metrics_sql_count(MetricsFamily family, MetricsLabel l1, MetricsLabel l2)
 {
 	MetricsSlot *slot = metrics_lookup(family, l1, l2);
 

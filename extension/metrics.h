@@ -19,7 +19,7 @@
  * The C API used by the broker worker.  None of these raises an error or
  * allocates outside the backend-local lookup cache; a NULL or empty label is
  * recorded as "unknown", a label longer than METRICS_LABEL_LEN - 1 bytes is
- * cut at a character boundary, seconds outside [0, METRICS_MAX_SECONDS] (or
+ * cut at a character boundary, control characters become '?', seconds outside [0, METRICS_MAX_SECONDS] (or
  * NaN) are clamped, and an http_status outside 100..599 counts as
  * code "no_response".
  */
@@ -63,6 +63,13 @@ typedef struct MetricsSnapshot
 	uint64		values[METRICS_NVALUES];
 } MetricsSnapshot;
 
+/* A label value: not NUL-terminated, at most METRICS_LABEL_LEN - 1 bytes. */
+typedef struct MetricsLabel
+{
+	const char *data;
+	int			len;
+} MetricsLabel;
+
 /* Outcome of a lookup for the SQL functions. */
 typedef enum MetricsLookup
 {
@@ -71,11 +78,11 @@ typedef enum MetricsLookup
 } MetricsLookup;
 
 /* Record through the SQL functions: refuses (ML_FULL) instead of folding. */
-extern MetricsLookup metrics_sql_observe_request(const char *endpoint,
+extern MetricsLookup metrics_sql_observe_request(MetricsLabel endpoint,
 												 double seconds,
 												 int http_status);
-extern MetricsLookup metrics_sql_count(MetricsFamily family, const char *l1,
-									   const char *l2);
+extern MetricsLookup metrics_sql_count(MetricsFamily family, MetricsLabel l1,
+									   MetricsLabel l2);
 
 /*
  * Copy the label sets of a family (including the overflow label when it

@@ -44,21 +44,35 @@ metrics_prepare(void)
 
 /*
  * A label argument: not NULL (22004), not empty, at most
- * METRICS_LABEL_LEN - 1 bytes, no control characters (22023).
+ * METRICS_LABEL_LEN - 1 bytes, no control characters (22023).  Points into
+ * the argument (no copy: this is the recording path).
  */
-static char *
+static MetricsLabel
 metrics_label_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 {
-	char	   *s = trading_text_arg(fcinfo, argno, name, METRICS_LABEL_LEN - 1);
+	text	   *t;
+	MetricsLabel l;
 
-	for (const char *p = s; *p; p++)
+	trading_require_arg(fcinfo, argno, name);
+	t = PG_GETARG_TEXT_PP(argno);
+	l.data = VARDATA_ANY(t);
+	l.len = VARSIZE_ANY_EXHDR(t);
+	if (l.len == 0 || l.len > METRICS_LABEL_LEN - 1)
+		(void) trading_text_arg(fcinfo, argno, name, METRICS_LABEL_LEN - 1);	/* raises the error */
+	for (int i = 0; i < l.len; i++)
 	{
-		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+		if ((unsigned char) l.data[i] < 0x20 || l.data[i] == 0x7f)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s must not contain control characters", name)));
 	}
-	return s;
+	return l;
+}
+
+static inline bool
+label_is(MetricsLabel l, const char *s)
+{
+	return l.len == strlen(s) && memcmp(l.data, s, l.len) == 0;
 }
 
 static void
@@ -76,14 +90,14 @@ report_label_limit(MetricsFamily family, const char *what)
 Datum
 metrics_record_trade(PG_FUNCTION_ARGS)
 {
-	char	   *side = metrics_label_arg(fcinfo, 0, "side");
-	char	   *status = metrics_label_arg(fcinfo, 1, "status");
+	MetricsLabel side = metrics_label_arg(fcinfo, 0, "side");
+	MetricsLabel status = metrics_label_arg(fcinfo, 1, "status");
 
-	if (strcmp(side, "BUY") != 0 && strcmp(side, "SELL") != 0)
+	if (!label_is(side, "BUY") && !label_is(side, "SELL"))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("side must be BUY or SELL"),
-				 errdetail("The value was \"%s\".", side),
+				 errdetail("The value was \"%.*s\".", side.len, side.data),
 				 errhint("Use the Kite transaction_type of the order.")));
 	metrics_prepare();
 	if (metrics_sql_count(MF_TRADES, side, status) == ML_FULL)
@@ -94,7 +108,7 @@ metrics_record_trade(PG_FUNCTION_ARGS)
 Datum
 metrics_record_api_request(PG_FUNCTION_ARGS)
 {
-	char	   *endpoint = metrics_label_arg(fcinfo, 0, "endpoint");
+	MetricsLabel endpoint = metrics_label_arg(fcinfo, 0, "endpoint");
 	double		seconds;
 	int32		status;
 
@@ -121,10 +135,11 @@ metrics_record_api_request(PG_FUNCTION_ARGS)
 Datum
 metrics_record_exception(PG_FUNCTION_ARGS)
 {
-	char	   *kind = metrics_label_arg(fcinfo, 0, "kind");
+	MetricsLabel kind = metrics_label_arg(fcinfo, 0, "kind");
+	MetricsLabel none = {"", 0};
 
 	metrics_prepare();
-	if (metrics_sql_count(MF_EXCEPTIONS, kind, NULL) == ML_FULL)
+	if (metrics_sql_count(MF_EXCEPTIONS, kind, none) == ML_FULL)
 		report_label_limit(MF_EXCEPTIONS, "kinds");
 	PG_RETURN_VOID();
 }

@@ -13,8 +13,8 @@
 CREATE VIEW @extschema@.metrics_business AS
     SELECT coalesce(sum(pnl), 0)::float8 AS total_pnl,
            coalesce(sum(m2m) FILTER (
-               WHERE (updated_at AT TIME ZONE 'Asia/Kolkata')::date
-                     = (now() AT TIME ZONE 'Asia/Kolkata')::date), 0)::float8 AS daily_pnl,
+               WHERE updated_at >= date_trunc('day', now() AT TIME ZONE 'Asia/Kolkata')
+                                   AT TIME ZONE 'Asia/Kolkata'), 0)::float8 AS daily_pnl,
            CASE WHEN count(*) FILTER (WHERE quantity = 0) = 0 THEN 'NaN'::float8
                 ELSE 100.0 * count(*) FILTER (WHERE quantity = 0 AND pnl > 0)
                      / count(*) FILTER (WHERE quantity = 0) END::float8 AS win_rate_percent,
