@@ -44,10 +44,13 @@ extern bytea *crypto_encrypt_server_fresh(const char *data, Size len,
 extern bytea *crypto_encrypt_passphrase(const char *data, Size len,
 										const char *pass, Size passlen,
 										const char *aad, Size aadlen);
-extern char *crypto_decrypt_passphrase(const bytea *envelope,
-									   const char *pass, Size passlen,
-									   const char *aad, Size aadlen,
-									   Size *len);
+extern bytea *crypto_decrypt_passphrase(const bytea *envelope,
+										const char *pass, Size passlen,
+										const char *aad, Size aadlen);
+
+/* crypto_decrypt_with_server_key, returning the plaintext as a bytea */
+extern bytea *crypto_decrypt_server_bytea(const bytea *envelope,
+										  const char *aad, Size aadlen);
 
 /* Current key version; raises TR101 when no key is loaded. */
 extern uint32 crypto_current_key_version(void);

@@ -73,16 +73,6 @@ passphrase_arg(FunctionCallInfo fcinfo, int argno, Size *len)
 	return p;
 }
 
-static bytea *
-to_bytea(char *data, Size len)
-{
-	bytea	   *out = palloc(VARHDRSZ + len);
-
-	SET_VARSIZE(out, VARHDRSZ + len);
-	memcpy(VARDATA(out), data, len);
-	return out;
-}
-
 /* trading.encrypt(data bytea [, aad bytea]) */
 Datum
 trading_encrypt_server(PG_FUNCTION_ARGS)
@@ -99,17 +89,14 @@ trading_encrypt_server(PG_FUNCTION_ARGS)
 Datum
 trading_decrypt_server(PG_FUNCTION_ARGS)
 {
-	Size		aadlen,
-				len;
+	Size		aadlen;
 	bytea	   *env;
 	const char *aad;
-	char	   *pt;
 
 	trading_require_arg(fcinfo, 0, "data");
 	env = PG_GETARG_BYTEA_PP(0);
 	aad = aad_arg(fcinfo, 1, &aadlen);
-	pt = crypto_decrypt_with_server_key(env, aad, aadlen, &len);
-	PG_RETURN_BYTEA_P(to_bytea(pt, len));
+	PG_RETURN_BYTEA_P(crypto_decrypt_server_bytea(env, aad, aadlen));
 }
 
 /* trading.encrypt_text(data text [, aad text]) */
@@ -133,9 +120,10 @@ trading_decrypt_server_text(PG_FUNCTION_ARGS)
 	trading_require_arg(fcinfo, 0, "data");
 	env = PG_GETARG_BYTEA_PP(0);
 	aad = aad_arg(fcinfo, 1, &aadlen);
-	pt = crypto_decrypt_with_server_key(env, aad, aadlen, &len);
-	(void) pg_verify_mbstr(GetDatabaseEncoding(), pt, (int) len, false);
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(pt, (int) len));
+	pt = (char *) crypto_decrypt_server_bytea(env, aad, aadlen);
+	len = VARSIZE(pt) - VARHDRSZ;
+	(void) pg_verify_mbstr(GetDatabaseEncoding(), VARDATA(pt), (int) len, false);
+	PG_RETURN_TEXT_P((text *) pt);
 }
 
 /* trading.encrypt(data bytea, passphrase text [, aad bytea]) */
@@ -158,19 +146,16 @@ Datum
 trading_decrypt_passphrase(PG_FUNCTION_ARGS)
 {
 	Size		passlen,
-				aadlen,
-				len;
+				aadlen;
 	bytea	   *env;
 	const char *pass;
 	const char *aad;
-	char	   *pt;
 
 	trading_require_arg(fcinfo, 0, "data");
 	env = PG_GETARG_BYTEA_PP(0);
 	pass = passphrase_arg(fcinfo, 1, &passlen);
 	aad = aad_arg(fcinfo, 2, &aadlen);
-	pt = crypto_decrypt_passphrase(env, pass, passlen, aad, aadlen, &len);
-	PG_RETURN_BYTEA_P(to_bytea(pt, len));
+	PG_RETURN_BYTEA_P(crypto_decrypt_passphrase(env, pass, passlen, aad, aadlen));
 }
 
 /* trading.reencrypt(data bytea [, aad bytea]): the same plaintext under
