@@ -343,6 +343,21 @@ hexval(char c)
 	return -1;
 }
 
+bool
+tenv_hex_decode(const char *hex, size_t hexlen, unsigned char *out)
+{
+	for (size_t i = 0; i + 1 < hexlen; i += 2)
+	{
+		int			hi = hexval(hex[i]);
+		int			lo = hexval(hex[i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return false;
+		out[i / 2] = (unsigned char) (hi << 4 | lo);
+	}
+	return hexlen % 2 == 0;
+}
+
 int
 tenv_parse_keys(const char *text, size_t len, TenvKey *keys, int maxkeys,
 				int *errline, const char **errmsg)
@@ -412,19 +427,12 @@ tenv_parse_keys(const char *text, size_t len, TenvKey *keys, int maxkeys,
 				*errmsg = "the same key version appears twice";
 				return -1;
 			}
-		for (int i = 0; i < TENV_KEY_LEN; i++)
+		if (!tenv_hex_decode(text + hexstart, 2 * TENV_KEY_LEN, keys[n].key))
 		{
-			int			hi = hexval(text[hexstart + 2 * i]);
-			int			lo = hexval(text[hexstart + 2 * i + 1]);
-
-			if (hi < 0 || lo < 0)
-			{
-				OPENSSL_cleanse(keys[n].key, sizeof(keys[n].key));
-				*errline = line;
-				*errmsg = "a key must consist of hexadecimal digits only";
-				return -1;
-			}
-			keys[n].key[i] = (unsigned char) (hi << 4 | lo);
+			OPENSSL_cleanse(keys[n].key, sizeof(keys[n].key));
+			*errline = line;
+			*errmsg = "a key must consist of hexadecimal digits only";
+			return -1;
 		}
 		keys[n].version = version;
 		n++;

@@ -163,6 +163,9 @@ extern TenvStatus tenv_key_check_value(const unsigned char *master,
 extern int	tenv_parse_keys(const char *text, size_t len, TenvKey *keys,
 							int maxkeys, int *errline, const char **errmsg);
 
+/* Decode hexlen (even) hex digits into out; false on a non-hex digit. */
+extern bool tenv_hex_decode(const char *hex, size_t hexlen, unsigned char *out);
+
 /* Index of the key with the highest version (the current one). */
 extern int	tenv_current_key(const TenvKey *keys, int nkeys);
 

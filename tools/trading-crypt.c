@@ -180,38 +180,16 @@ load_passphrase_file(const char *path)
 	tenv_wipe(secrets->output, sizeof(secrets->output));
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static unsigned char *
 parse_hex(const char *hex, size_t *len)
 {
 	size_t		n = strlen(hex);
-	unsigned char *out;
+	unsigned char *out = malloc(n / 2 + 1);
 
-	if (n % 2 != 0)
-		fail(EXIT_USAGE, "%s", "--aad-hex needs an even number of hex digits");
-	out = malloc(n / 2 + 1);
 	if (out == NULL)
 		fail(EXIT_IO, "%s", "out of memory");
-	for (size_t i = 0; i < n / 2; i++)
-	{
-		int			hi = hexval(hex[2 * i]),
-					lo = hexval(hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			fail(EXIT_USAGE, "%s", "--aad-hex must be hexadecimal");
-		out[i] = (unsigned char) (hi << 4 | lo);
-	}
+	if (!tenv_hex_decode(hex, n, out))
+		fail(EXIT_USAGE, "%s", "--aad-hex needs an even number of hexadecimal digits");
 	*len = n / 2;
 	return out;
 }
