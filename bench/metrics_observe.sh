@@ -55,6 +55,10 @@ SELECT format('%s MEDIAN : noop %s ms  record %s ms  ratio %s  extra %s ns/call'
               round((percentile_cont(0.5) WITHIN GROUP (ORDER BY rec / noop))::numeric, 2),
               round((percentile_cont(0.5) WITHIN GROUP (ORDER BY (rec - noop) * 1e9 / $N))::numeric, 1))
 FROM r;
+SELECT format('%s BEST   : noop %s ms  record %s ms  ratio %s  extra %s ns/call (fastest of each)',
+              rpad('$label', 14), round((min(noop) * 1000)::numeric, 1), round((min(rec) * 1000)::numeric, 1),
+              round((min(rec) / min(noop))::numeric, 2), round(((min(rec) - min(noop)) * 1e9 / $N)::numeric, 1))
+FROM r;
 SQL
 }
 

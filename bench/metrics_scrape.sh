@@ -43,19 +43,24 @@ FROM generate_series(1, 1000) i;
 ANALYZE;
 SQL
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; bench_cluster_stop; }
+cleanup() {
+    for f in "$BENCH_DIR"/exporter-*.pid; do
+        [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+    done
+    bench_cluster_stop
+}
 trap cleanup EXIT
 [ -n "${BENCH_HOLD:-}" ] && { bench_psql -f "$BENCH_HOLD"; }
 DSN="host=$BENCH_DIR port=$BENCH_PORT user=exporter dbname=postgres sslmode=disable"
-as_postgres env DATA_SOURCE_NAME="$DSN" "$EXPORTER" --web.listen-address=127.0.0.1:$P1 \
-    --extend.query-path="$QUERIES" --disable-default-metrics --disable-settings-metrics \
-    >"$BENCH_DIR/exporter-trading.log" 2>&1 &
-PIDS+=($!)
-as_postgres env DATA_SOURCE_NAME="$DSN" "$EXPORTER" --web.listen-address=127.0.0.1:$P2 \
-    --disable-default-metrics --disable-settings-metrics \
-    >"$BENCH_DIR/exporter-baseline.log" 2>&1 &
-PIDS+=($!)
+start_exporter() {   # NAME PORT [extra args]: the exporter's own pid in NAME.pid
+    local name=$1 port=$2; shift 2
+    as_postgres sh -c 'echo $$ > "$0"; dsn=$1 bin=$2; shift 2; exec env DATA_SOURCE_NAME="$dsn" "$bin" "$@"' \
+        "$BENCH_DIR/exporter-$name.pid" "$DSN" "$EXPORTER" --web.listen-address=127.0.0.1:$port \
+        --disable-default-metrics --disable-settings-metrics "$@" \
+        >"$BENCH_DIR/exporter-$name.log" 2>&1 &
+}
+start_exporter trading $P1 --extend.query-path="$QUERIES"
+start_exporter baseline $P2
 for p in $P1 $P2; do
     for _ in $(seq 100); do curl -sf "127.0.0.1:$p/metrics" >/dev/null && break; sleep 0.1; done
 done
