@@ -135,7 +135,9 @@ FROM trading.metrics_catalog;
 SELECT line FROM regexp_split_to_table(trading.metrics_prometheus(), E'\n') AS line
 WHERE line LIKE '%regress.orders%' OR line LIKE '%trading_api_request_duration_seconds %'
    OR line LIKE '%regress.TokenException%' OR line LIKE '%trading_trades_total %'
-   OR line LIKE '# % trading_total_pnl %' OR line LIKE 'trading_total_pnl %';
+   OR line LIKE '# % trading_total_pnl %';
+SELECT count(*) AS total_pnl_samples FROM regexp_split_to_table(trading.metrics_prometheus(), E'\n') AS line
+WHERE line ~ '^trading_total_pnl (-?[0-9.e+]+|NaN)$';
 SELECT right(trading.metrics_prometheus(), 1) = E'\n' AS ends_with_newline;
 
 -- ---- business figures, derived from the broker tables -----------------------

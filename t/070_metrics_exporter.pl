@@ -486,5 +486,33 @@ is($node->safe_psql('postgres',
 
 $exporter->kill_kill;
 $node->stop;
+
+# ---- the worker past the label bound: its C API folds into "_overflow" ----------
+# The worker polls six endpoints; with room for four, the last two to be
+# registered are counted under "_overflow", and every such request in
+# trading_metrics_label_overflow_total.
+my $small = WorkerTest::node('metrics_small', $b, conf => "trading.metrics_max_labels = 4\n");
+$small->safe_psql('postgres', qq{
+SET ROLE regress_admin;
+SELECT trading.set_broker_session('$PaperBroker::API_KEY', '$PaperBroker::TOKEN');
+});
+$b->admin(POST => '/admin/token', access_token => $PaperBroker::TOKEN);
+ok($small->poll_query_until('postgres', q{
+SELECT count(*) = 5 AND count(*) FILTER (WHERE endpoint = '_overflow') = 1
+FROM trading.metrics_api_request_duration}),
+	'the worker registers four endpoints and folds the rest into "_overflow"')
+  or diag($small->safe_psql('postgres', 'SELECT * FROM trading.metrics_api_request_duration'));
+ok($small->poll_query_until('postgres', q{
+SELECT (SELECT total FROM trading.metrics_label_overflow WHERE metric = 'api_requests')
+     = (SELECT request_duration_seconds_count FROM trading.metrics_api_request_duration WHERE endpoint = '_overflow')
+   AND (SELECT total FROM trading.metrics_label_overflow WHERE metric = 'api_requests') > 0}),
+	'every folded request is counted in trading_metrics_label_overflow_total');
+$small->safe_psql('postgres',
+	'ALTER SYSTEM SET trading.broker_poll_enabled = off; SELECT pg_reload_conf()');
+ok($small->poll_query_until('postgres', q{
+SELECT sum(request_duration_seconds_count) = (SELECT sum(requests_total) FROM trading.worker_status)
+FROM trading.metrics_api_request_duration}),
+	'no request is lost: once polling pauses, the histograms count every request of the worker');
+$small->stop;
 $b->stop;
 done_testing();
