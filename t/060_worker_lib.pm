@@ -7,11 +7,17 @@
 #       regress_reader / regress_admin
 #   WorkerTest::listen($node, $channel, $seconds)     start a psql that
 #       LISTENs for $seconds; listen_output($h) waits and returns what it saw
+#   WorkerTest::FixtureServer->start                   a tiny HTTP server
+#       serving files: serve($path, $body, status => 200, ctype => ...)
+#       makes GET $path (query ignored) answer $body from now on
 package WorkerTest;
 
 use strict;
 use warnings;
+use File::Temp qw(tempdir);
+use IO::Socket::INET;
 use IPC::Run;
+use POSIX ();
 use PostgreSQL::Test::Utils;
 use TradingTest;
 
@@ -65,5 +71,110 @@ sub listen_output
 	$l->{h}->finish;
 	return ${ $l->{out} } . ${ $l->{err} };
 }
+
+package WorkerTest::FixtureServer;
+
+sub start
+{
+	my ($class) = @_;
+	my $dir = File::Temp::tempdir('fixture-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+	my $sock = IO::Socket::INET->new(
+		LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 64,
+		ReuseAddr => 1, Proto => 'tcp') or die "listen: $!";
+	my $port = $sock->sockport;
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		$SIG{CHLD} = 'IGNORE';
+		while (my $c = $sock->accept)
+		{
+			my $kid = fork();
+			next if !defined $kid;
+			if ($kid == 0)
+			{
+				serve_connection($c, $dir);
+				POSIX::_exit(0);
+			}
+			close $c;
+		}
+		POSIX::_exit(0);
+	}
+	close $sock;
+	return bless { pid => $pid, dir => $dir, port => $port }, $class;
+}
+
+sub url { return "http://127.0.0.1:$_[0]{port}"; }
+
+sub file_of
+{
+	my ($dir, $path) = @_;
+	$path =~ s/\?.*//;
+	$path =~ s{[^A-Za-z0-9]}{_}g;
+	return "$dir/$path";
+}
+
+sub slurp
+{
+	my ($f) = @_;
+	open(my $fh, '<', $f) or return undef;
+	local $/;
+	my $s = <$fh>;
+	return $s;
+}
+
+# keep-alive: answer requests on the connection until the client closes
+sub serve_connection
+{
+	my ($c, $dir) = @_;
+	$c->autoflush(1);
+	while (defined(my $line = <$c>))
+	{
+		my ($method, $path) = $line =~ m{^(\S+) (\S+)};
+		my $len = 0;
+		while (defined(my $h = <$c>))
+		{
+			last if $h =~ /^\r?\n$/;
+			$len = $1 if $h =~ /^Content-Length:\s*(\d+)/i;
+		}
+		read($c, my $discard, $len) if $len;
+		my $f = file_of($dir, $path // '/');
+		my $body = slurp("$f.body");
+		my $status = slurp("$f.status") // '200';
+		my $ctype = slurp("$f.ctype") // 'application/json';
+		if (!defined $body)
+		{
+			$status = 404;
+			$body = '{"status":"error","message":"Route not found","error_type":"GeneralException","data":null}';
+		}
+		print $c "HTTP/1.1 $status X\r\nContent-Type: $ctype\r\n"
+		  . "Content-Length: " . length($body) . "\r\n\r\n$body";
+	}
+}
+
+sub serve
+{
+	my ($self, $path, $body, %o) = @_;
+	my $f = file_of($self->{dir}, $path);
+	for my $part ([ 'status', $o{status} // 200 ],
+		[ 'ctype', $o{ctype} // 'application/json' ], [ 'body', $body ])
+	{
+		open(my $fh, ">", "$f.$part->[0].tmp") or die;
+		print $fh $part->[1];
+		close $fh;
+		rename("$f.$part->[0].tmp", "$f.$part->[0]") or die;
+	}
+}
+
+sub stop
+{
+	my ($self) = @_;
+	return unless $self->{pid};
+	kill 'TERM', $self->{pid};
+	waitpid($self->{pid}, 0);
+	$self->{pid} = undef;
+}
+
+sub DESTROY { my ($self) = @_; local $?; $self->stop; }
 
 1;

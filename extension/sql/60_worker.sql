@@ -495,7 +495,8 @@ $$;
 
 -- Quotes of one batch (mode 'ltp', 'ohlc' or 'full').  An instrument the
 -- broker left out keeps its last quote; instruments no longer on the
--- watchlist are removed.
+-- watchlist are removed (and not added, if they left it while the request
+-- was in flight).
 CREATE FUNCTION @extschema@._apply_quotes(data jsonb, mode text) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
@@ -521,7 +522,8 @@ BEGIN
            @extschema@._ist(q->>'last_trade_time'),
            @extschema@._ist(q->>'timestamp'),
            q, now()
-    FROM jsonb_each(data) e, LATERAL (SELECT e.value AS q) v;
+    FROM jsonb_each(data) e, LATERAL (SELECT e.value AS q) v
+    WHERE EXISTS (SELECT 1 FROM @extschema@.watchlist w WHERE w.instrument = e.key);
 
     SELECT count(*) FILTER (WHERE x.instrument IS NULL),
            count(*) FILTER (WHERE x.instrument IS NOT NULL
