@@ -4,10 +4,13 @@
 --   psql -d trading -f deploy/pgbouncer_auth.sql
 --   psql -d trading -c "\password pgbouncer_auth"
 --
--- then put pgbouncer_auth's SCRAM secret into PgBouncer's userlist:
---   psql -d trading -Atc "SELECT format('\"%s\" \"%s\"', rolname, rolpassword)
---                         FROM pg_authid WHERE rolname = 'pgbouncer_auth'" \
---        > /etc/pgbouncer/userlist.txt
+-- then put pgbouncer_auth's password, in clear, as the only line of
+-- PgBouncer's userlist (owned by the pgbouncer user, mode 0600):
+--   "pgbouncer_auth" "the password"
+-- PgBouncer logs in as pgbouncer_auth on its own, before any client, so it
+-- needs the password itself (a SCRAM secret only lets it check a client's
+-- password, not log in with it).  pgbouncer_auth can do nothing but run
+-- pgbouncer.get_auth.
 --
 -- get_auth returns the SCRAM secret of a login role so that PgBouncer can
 -- check the client's password.  It is SECURITY DEFINER with a pinned

@@ -133,22 +133,22 @@ BEGIN
              THEN 'password_encryption is not scram-sha-256 (PgBouncer''s auth_query needs SCRAM secrets)' END,
         CASE WHEN current_setting('max_prepared_transactions')::int > 0
              THEN 'max_prepared_transactions is above 0: prepared transactions outlive the pooled session that made them' END,
-        CASE WHEN to_regprocedure('pgbouncer.get_auth(text)') IS NOT NULL
-                  AND EXISTS (SELECT 1 FROM pg_proc p
-                              WHERE p.oid = to_regprocedure('pgbouncer.get_auth(text)')
-                                AND (NOT p.prosecdef
-                                     OR has_function_privilege('public', p.oid, 'EXECUTE')
-                                     OR NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c
-                                                    WHERE c LIKE 'search\_path=%')))
+        CASE WHEN EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace ns ON ns.oid = p.pronamespace
+                          WHERE ns.nspname = 'pgbouncer' AND p.proname = 'get_auth'
+                            AND (NOT p.prosecdef
+                                 OR has_function_privilege('public', p.oid, 'EXECUTE')
+                                 OR NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c
+                                                WHERE c LIKE 'search\_path=%')))
              THEN 'pgbouncer.get_auth(text) is executable by PUBLIC, not SECURITY DEFINER, or has no pinned search_path' END);
     ok := missing = '';
     detail := CASE WHEN ok THEN format('idle_in_transaction_session_timeout = %s, SCRAM passwords, no prepared transactions%s',
                                        current_setting('idle_in_transaction_session_timeout'),
-                                       CASE WHEN to_regprocedure('pgbouncer.get_auth(text)') IS NOT NULL
+                                       CASE WHEN EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace ns ON ns.oid = p.pronamespace
+                                                         WHERE ns.nspname = 'pgbouncer' AND p.proname = 'get_auth')
                                             THEN ', auth function pgbouncer.get_auth is locked down' ELSE '' END)
                    ELSE missing END;
     hint := CASE WHEN ok THEN NULL
-                 ELSE 'Apply deploy/postgresql.primary.conf and deploy/pgbouncer_auth.sql (docs/LOAD_BALANCER_SETUP.md).' END;
+                 ELSE 'Apply deploy/postgresql.common.conf and deploy/pgbouncer_auth.sql (docs/LOAD_BALANCER_SETUP.md).' END;
     RETURN NEXT;
 
     -- the exporter's role: a login member of trading_reader that can read every exporter view
