@@ -441,7 +441,6 @@ broker_apply_response(BrokerEndpoint ep, const char *quote_mode,
 				(errmsg("trading broker worker: %s answered HTTP %ld with status success",
 						broker_endpoints[ep].name, resp->http_status)));
 	}
-	else if (result->error >= 0 && result->error != BERR_TOKEN &&
-			 resp->http_status == 429)
-		result->error = BERR_HTTP_429;
+	else if (result->error == BERR_BROKER_ERROR && resp->http_status >= 500)
+		result->error = BERR_HTTP_5XX;	/* a Kite error body on a 5xx */
 }
