@@ -41,8 +41,12 @@
 #include "metrics.h"
 #include "ratelimit.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/tableam.h"
 #include "access/xact.h"
-#include "commands/dbcommands.h"
+#include "catalog/pg_database.h"
+#include "utils/snapmgr.h"
 #include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -286,6 +290,34 @@ worker_exit(int code, Datum arg)
 }
 
 /*
+ * Without a database connection only shared catalogs can be read, and only
+ * by a sequential scan (as the autovacuum launcher does).
+ */
+static bool
+database_exists(const char *name)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (!found && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		found = strcmp(NameStr(db->datname), name) == 0;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return found;
+}
+
+/*
  * trading.database does not exist (the last connection attempt failed):
  * wait without a database connection until it does, then exit so that the
  * postmaster restarts the worker, which connects.
@@ -303,9 +335,7 @@ wait_for_database(void)
 		bool		exists;
 
 		CHECK_FOR_INTERRUPTS();
-		StartTransactionCommand();
-		exists = OidIsValid(get_database_oid(trading_database, true));
-		CommitTransactionCommand();
+		exists = database_exists(trading_database);
 		if (exists)
 		{
 			SpinLockAcquire(&bw_shared->mutex);
