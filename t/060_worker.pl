@@ -79,6 +79,12 @@ like(WorkerTest::listen_output($listen),
 	qr/"trading_orders" with payload ".*"status": "COMPLETE", "order_id": "$limit", "previous_status": "OPEN"/,
 	'a NOTIFY on trading_orders names the order and its new status');
 
+# orders that reached a final status are counted in the metrics
+is($node->safe_psql('postgres',
+	"SELECT string_agg(side || ' ' || status || ' ' || total, ',' ORDER BY side, status)
+	   FROM trading.metrics_trades WHERE total > 0"),
+	'BUY COMPLETE 2', 'metrics_trades: the two filled buys, counted once each');
+
 # compare every order and trade field with the broker's own answer
 sub compare_orders
 {

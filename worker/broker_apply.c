@@ -22,6 +22,7 @@
 #include "trading.h"
 #include "broker_worker.h"
 #include "crypto.h"
+#include "metrics.h"
 #include "ratelimit.h"
 
 #include "access/xact.h"
@@ -332,7 +333,26 @@ typedef struct ApplyArgs
 	const char *endpoint;
 	BrokerResponse *resp;
 	BrokerApplyResult *result;
+	MemoryContext cxt;			/* the caller's */
+	char	   *finals;			/* "BUY|COMPLETE,SELL|REJECTED" or NULL */
 } ApplyArgs;
+
+/* count the orders that reached a final status, once committed */
+static void
+count_final_orders(char *list)
+{
+	char	   *save = NULL;
+
+	for (char *item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save))
+	{
+		char	   *bar = strchr(item, '|');
+
+		if (bar == NULL)
+			continue;
+		*bar = '\0';
+		metrics_count_trade(item, bar + 1);
+	}
+}
 
 static void
 apply_body(void *arg)
@@ -342,15 +362,20 @@ apply_body(void *arg)
 	Datum		values[2];
 	char	   *etype;
 	char	   *msg;
+	char	   *finals;
 
 	values[0] = CStringGetTextDatum(a->endpoint);
 	values[1] = PointerGetDatum(cstring_to_text_with_len(a->resp->body, a->resp->len));
-	if (SPI_execute_with_args("SELECT error_type, message FROM trading._apply_response($1, $2)",
+	if (SPI_execute_with_args("SELECT error_type, message, array_to_string(final_orders, ',') "
+							  "FROM trading._apply_response($1, $2)",
 							  2, argtypes, values, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "trading._apply_response returned no row");
 	etype = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	msg = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	finals = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	if (finals && finals[0])
+		a->finals = MemoryContextStrdup(a->cxt, finals);
 	if (etype != NULL)
 	{
 		a->result->error = strcmp(etype, "TokenException") == 0 ? BERR_TOKEN :
@@ -418,7 +443,11 @@ broker_apply_response(BrokerEndpoint ep, const char *quote_mode,
 	a.endpoint = name;
 	a.resp = resp;
 	a.result = result;
+	a.cxt = CurrentMemoryContext;
+	a.finals = NULL;
 	e = run_xact("trading broker worker: applying a response", apply_body, &a);
+	if (e == NULL && a.finals)
+		count_final_orders(a.finals);
 	if (e)
 	{
 		int			cls = ERRCODE_TO_CATEGORY(e->sqlerrcode);

@@ -172,13 +172,17 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION @extschema@._apply_orders(data jsonb) RETURNS bigint
+-- Returns 'SIDE|STATUS' for each order first seen in, or changed to, a
+-- final status (COMPLETE, CANCELLED, REJECTED): the worker counts them in
+-- trading_trades_total.
+CREATE FUNCTION @extschema@._apply_orders(data jsonb) RETURNS text[]
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n_ins bigint;
     n_upd bigint;
     changed jsonb;
+    finals text[];
 BEGIN
     PERFORM @extschema@._require_array(data, 'orders');
     CREATE TEMP TABLE IF NOT EXISTS _orders_in (LIKE @extschema@.orders) ON COMMIT DROP;
@@ -209,6 +213,13 @@ BEGIN
       INTO changed
       FROM _orders_in i LEFT JOIN @extschema@.orders o USING (order_id)
      WHERE o.order_id IS NULL OR o.status IS DISTINCT FROM i.status;
+
+    SELECT coalesce(array_agg(coalesce(i.transaction_type, 'unknown') || '|' || i.status
+                              ORDER BY i.order_id), '{}')
+      INTO finals
+      FROM _orders_in i LEFT JOIN @extschema@.orders o USING (order_id)
+     WHERE i.status IN ('COMPLETE', 'CANCELLED', 'REJECTED')
+       AND (o.order_id IS NULL OR o.status IS DISTINCT FROM i.status);
 
     SELECT count(*) FILTER (WHERE o.order_id IS NULL),
            count(*) FILTER (WHERE o.order_id IS NOT NULL AND o.raw IS DISTINCT FROM i.raw)
@@ -253,7 +264,7 @@ BEGIN
                                        CASE WHEN jsonb_array_length(changed) > 0
                                             THEN changed END);
     DROP TABLE _orders_in;
-    RETURN n_ins + n_upd;
+    RETURN finals;
 END
 $$;
 
@@ -558,11 +569,12 @@ END
 $$;
 
 -- One response: the Kite envelope, then the endpoint's mapping.  Returns
--- NULL when applied, or the broker's error (status "error") without
--- touching any table.  Anything else (not JSON, wrong shape, bad values)
+-- a NULL error_type when applied (final_orders: see _apply_orders), or the
+-- broker's error (status "error") without touching any table.  Anything else (not JSON, wrong shape, bad values)
 -- raises an error and the worker rolls back.
 CREATE FUNCTION @extschema@._apply_response(endpoint text, body text,
-                                            OUT error_type text, OUT message text)
+                                            OUT error_type text, OUT message text,
+                                            OUT final_orders text[])
     RETURNS record LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -581,7 +593,7 @@ BEGIN
             USING ERRCODE = 'TR304';
     END IF;
     CASE endpoint
-        WHEN 'orders' THEN PERFORM @extschema@._apply_orders(doc->'data');
+        WHEN 'orders' THEN final_orders := @extschema@._apply_orders(doc->'data');
         WHEN 'trades' THEN PERFORM @extschema@._apply_trades(doc->'data');
         WHEN 'positions' THEN PERFORM @extschema@._apply_positions(doc->'data');
         WHEN 'holdings' THEN PERFORM @extschema@._apply_holdings(doc->'data');
