@@ -23,6 +23,7 @@ use TradingTest;
 
 # a fixed test key: version 1, 64 hex digits
 our $KEY_COMMAND = "echo 1:" . ('5a' x 32);
+sub key_command { return $KEY_COMMAND; }
 
 sub node
 {

@@ -108,7 +108,7 @@ $standby->stop;
 
 # ---- the database does not exist yet: the worker waits quietly ----
 my $late = TradingTest::node('late', create_extension => 0,
-	conf => "trading.database = 'desk'\ntrading.key_command = '$WorkerTest::KEY_COMMAND'\n"
+	conf => "trading.database = 'desk'\ntrading.key_command = '" . WorkerTest::key_command() . "'\n"
 	  . "trading.broker_url = '" . $b->url . "'\n");
 sleep 6;
 my $log = slurp_file($late->logfile);

@@ -251,6 +251,7 @@ typedef struct EpSched
 	int64		cycle_start_us; /* quotes: first batch of this round */
 	int			failures;
 	int			batch;			/* quotes: next batch */
+	char		mode[8];		/* quotes: mode of the request in flight */
 	bool		in_flight;
 	int			cycle;			/* index into cycles[] */
 	pg_uuid_t	op;				/* correlation id of the request */
@@ -591,6 +592,7 @@ schedule_requests(void)
 				path = "/quote/ohlc";
 			if (s->batch == 0)
 				s->cycle_start_us = now;
+			strlcpy(s->mode, mode, sizeof(s->mode));
 			url = psprintf("%s%s?%s", broker_url, path,
 						   cfg.batch_query[s->batch]);
 		}
@@ -647,10 +649,8 @@ request_done(int slot, BrokerResponse *resp)
 	if (resp->new_connections > 0)
 		pg_atomic_fetch_add_u64(&bw_shared->connections_opened,
 								(uint64) resp->new_connections);
-	if (ep == BEP_QUOTES && s->batch < cfg.nbatches)
-		mode = cfg.batch_path[s->batch];
-	else if (ep == BEP_QUOTES)
-		mode = "ltp";
+	if (ep == BEP_QUOTES)
+		mode = s->mode;			/* the watchlist may have changed meanwhile */
 
 	broker_apply_response(ep, mode, resp, &res);
 	metrics_observe_request(broker_endpoints[ep].name, resp->seconds,

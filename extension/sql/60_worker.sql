@@ -268,15 +268,60 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION @extschema@._apply_trades(data jsonb) RETURNS bigint
+-- Merge the staged rows of the temporary table _<tbl>_in into
+-- @extschema@.<tbl> on its key: insert new rows, update those whose raw
+-- changed (every non-key column), and, when replace_all, delete the rows
+-- the broker no longer reports.  Sends the NOTIFY (counting already_deleted
+-- rows the caller removed) and drops the stage.
+CREATE FUNCTION @extschema@._merge_staged(tbl text, keycols text[], replace_all boolean,
+                                          already_deleted bigint,
+                                          OUT inserted bigint, OUT updated bigint,
+                                          OUT deleted bigint)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    n_ins bigint;
-    n_upd bigint;
+    stage text := '_' || tbl || '_in';
+    keylist text;
+    joined text;
+    setlist text;
+BEGIN
+    SELECT string_agg(quote_ident(k), ', '),
+           string_agg(format('x.%1$I = i.%1$I', k), ' AND ')
+      INTO keylist, joined
+      FROM unnest(keycols) k;
+    SELECT string_agg(format('%1$I = EXCLUDED.%1$I', a.attname), ', ' ORDER BY a.attnum)
+      INTO setlist
+      FROM pg_attribute a
+     WHERE a.attrelid = format('@extschema@.%I', tbl)::regclass
+       AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> ALL (keycols);
+
+    EXECUTE format('SELECT count(*) FILTER (WHERE x.%1$I IS NULL),
+                           count(*) FILTER (WHERE x.%1$I IS NOT NULL AND x.raw IS DISTINCT FROM i.raw)
+                      FROM %2$I i LEFT JOIN @extschema@.%3$I x ON %4$s',
+                   keycols[1], stage, tbl, joined)
+      INTO inserted, updated;
+    deleted := already_deleted;
+    IF replace_all THEN
+        EXECUTE format('DELETE FROM @extschema@.%1$I x WHERE NOT EXISTS (SELECT 1 FROM %2$I i WHERE %3$s)',
+                       tbl, stage, joined);
+        GET DIAGNOSTICS deleted = ROW_COUNT;
+        deleted := deleted + already_deleted;
+    END IF;
+    EXECUTE format('INSERT INTO @extschema@.%1$I AS x SELECT * FROM %2$I
+                    ON CONFLICT (%3$s) DO UPDATE SET %4$s
+                    WHERE x.raw IS DISTINCT FROM EXCLUDED.raw',
+                   tbl, stage, keylist, setlist);
+    EXECUTE format('DROP TABLE %I', stage);
+    PERFORM @extschema@._notify_change(tbl, inserted, updated, deleted);
+END
+$$;
+
+CREATE FUNCTION @extschema@._apply_trades(data jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM @extschema@._require_array(data, 'trades');
-    CREATE TEMP TABLE IF NOT EXISTS _trades_in (LIKE @extschema@.trades) ON COMMIT DROP;
+    CREATE TEMP TABLE _trades_in (LIKE @extschema@.trades) ON COMMIT DROP;
     INSERT INTO _trades_in
     SELECT t->>'trade_id', t->>'order_id', t->>'exchange', t->>'tradingsymbol',
            (t->>'instrument_token')::bigint, t->>'product', t->>'transaction_type',
@@ -287,47 +332,18 @@ BEGIN
            @extschema@._ist(t->>'exchange_timestamp'),
            t, now()
     FROM jsonb_array_elements(data) t;
-    IF EXISTS (SELECT 1 FROM _trades_in WHERE trade_id IS NULL OR order_id IS NULL) THEN
-        RAISE EXCEPTION 'broker trade without trade_id or order_id' USING ERRCODE = 'TR304';
-    END IF;
-
-    SELECT count(*) FILTER (WHERE x.trade_id IS NULL),
-           count(*) FILTER (WHERE x.trade_id IS NOT NULL AND x.raw IS DISTINCT FROM i.raw)
-      INTO n_ins, n_upd
-      FROM _trades_in i LEFT JOIN @extschema@.trades x USING (order_id, trade_id);
-
-    INSERT INTO @extschema@.trades AS t
-    SELECT * FROM _trades_in
-    ON CONFLICT (order_id, trade_id) DO UPDATE SET
-        exchange = EXCLUDED.exchange, tradingsymbol = EXCLUDED.tradingsymbol,
-        instrument_token = EXCLUDED.instrument_token, product = EXCLUDED.product,
-        transaction_type = EXCLUDED.transaction_type, quantity = EXCLUDED.quantity,
-        average_price = EXCLUDED.average_price,
-        exchange_order_id = EXCLUDED.exchange_order_id,
-        fill_timestamp = EXCLUDED.fill_timestamp,
-        order_timestamp = EXCLUDED.order_timestamp,
-        exchange_timestamp = EXCLUDED.exchange_timestamp,
-        raw = EXCLUDED.raw, updated_at = now()
-    WHERE t.raw IS DISTINCT FROM EXCLUDED.raw;
-
-    PERFORM @extschema@._notify_change('trades', n_ins, n_upd, 0);
-    DROP TABLE _trades_in;
-    RETURN n_ins + n_upd;
+    PERFORM @extschema@._merge_staged('trades', '{order_id,trade_id}', false, 0);
 END
 $$;
 
-CREATE FUNCTION @extschema@._apply_positions(data jsonb) RETURNS bigint
+CREATE FUNCTION @extschema@._apply_positions(data jsonb) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    n_ins bigint;
-    n_upd bigint;
-    n_del bigint;
 BEGIN
     PERFORM @extschema@._require_object(data, 'positions');
     PERFORM @extschema@._require_array(data->'net', 'positions.net');
     PERFORM @extschema@._require_array(data->'day', 'positions.day');
-    CREATE TEMP TABLE IF NOT EXISTS _positions_in (LIKE @extschema@.positions) ON COMMIT DROP;
+    CREATE TEMP TABLE _positions_in (LIKE @extschema@.positions) ON COMMIT DROP;
     INSERT INTO _positions_in
     SELECT k.kind, p->>'exchange', p->>'tradingsymbol', p->>'product',
            (p->>'instrument_token')::bigint, (p->>'quantity')::bigint,
@@ -345,60 +361,16 @@ BEGIN
            p, now()
     FROM (VALUES ('net'), ('day')) k(kind),
          jsonb_array_elements(data->k.kind) p;
-    IF EXISTS (SELECT 1 FROM _positions_in
-               WHERE exchange IS NULL OR tradingsymbol IS NULL OR product IS NULL) THEN
-        RAISE EXCEPTION 'broker position without exchange, tradingsymbol or product'
-            USING ERRCODE = 'TR304';
-    END IF;
-
-    SELECT count(*) FILTER (WHERE x.kind IS NULL),
-           count(*) FILTER (WHERE x.kind IS NOT NULL AND x.raw IS DISTINCT FROM i.raw)
-      INTO n_ins, n_upd
-      FROM _positions_in i
-      LEFT JOIN @extschema@.positions x USING (kind, exchange, tradingsymbol, product);
-
-    DELETE FROM @extschema@.positions x
-     WHERE NOT EXISTS (SELECT 1 FROM _positions_in i
-                       WHERE (i.kind, i.exchange, i.tradingsymbol, i.product)
-                           = (x.kind, x.exchange, x.tradingsymbol, x.product));
-    GET DIAGNOSTICS n_del = ROW_COUNT;
-
-    INSERT INTO @extschema@.positions AS t
-    SELECT * FROM _positions_in
-    ON CONFLICT (kind, exchange, tradingsymbol, product) DO UPDATE SET
-        instrument_token = EXCLUDED.instrument_token, quantity = EXCLUDED.quantity,
-        overnight_quantity = EXCLUDED.overnight_quantity,
-        multiplier = EXCLUDED.multiplier, average_price = EXCLUDED.average_price,
-        close_price = EXCLUDED.close_price, last_price = EXCLUDED.last_price,
-        value = EXCLUDED.value, pnl = EXCLUDED.pnl, m2m = EXCLUDED.m2m,
-        unrealised = EXCLUDED.unrealised, realised = EXCLUDED.realised,
-        buy_quantity = EXCLUDED.buy_quantity, buy_price = EXCLUDED.buy_price,
-        buy_value = EXCLUDED.buy_value, sell_quantity = EXCLUDED.sell_quantity,
-        sell_price = EXCLUDED.sell_price, sell_value = EXCLUDED.sell_value,
-        day_buy_quantity = EXCLUDED.day_buy_quantity,
-        day_buy_price = EXCLUDED.day_buy_price, day_buy_value = EXCLUDED.day_buy_value,
-        day_sell_quantity = EXCLUDED.day_sell_quantity,
-        day_sell_price = EXCLUDED.day_sell_price,
-        day_sell_value = EXCLUDED.day_sell_value,
-        raw = EXCLUDED.raw, updated_at = now()
-    WHERE t.raw IS DISTINCT FROM EXCLUDED.raw;
-
-    PERFORM @extschema@._notify_change('positions', n_ins, n_upd, n_del);
-    DROP TABLE _positions_in;
-    RETURN n_ins + n_upd + n_del;
+    PERFORM @extschema@._merge_staged('positions', '{kind,exchange,tradingsymbol,product}', true, 0);
 END
 $$;
 
-CREATE FUNCTION @extschema@._apply_holdings(data jsonb) RETURNS bigint
+CREATE FUNCTION @extschema@._apply_holdings(data jsonb) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    n_ins bigint;
-    n_upd bigint;
-    n_del bigint;
 BEGIN
     PERFORM @extschema@._require_array(data, 'holdings');
-    CREATE TEMP TABLE IF NOT EXISTS _holdings_in (LIKE @extschema@.holdings) ON COMMIT DROP;
+    CREATE TEMP TABLE _holdings_in (LIKE @extschema@.holdings) ON COMMIT DROP;
     INSERT INTO _holdings_in
     SELECT h->>'exchange', h->>'tradingsymbol', h->>'isin',
            (h->>'instrument_token')::bigint, h->>'product',
@@ -409,50 +381,13 @@ BEGIN
            (h->>'pnl')::numeric, (h->>'day_change')::numeric,
            (h->>'day_change_percentage')::numeric, h, now()
     FROM jsonb_array_elements(data) h;
-    IF EXISTS (SELECT 1 FROM _holdings_in WHERE exchange IS NULL OR tradingsymbol IS NULL) THEN
-        RAISE EXCEPTION 'broker holding without exchange or tradingsymbol'
-            USING ERRCODE = 'TR304';
-    END IF;
-
-    SELECT count(*) FILTER (WHERE x.exchange IS NULL),
-           count(*) FILTER (WHERE x.exchange IS NOT NULL AND x.raw IS DISTINCT FROM i.raw)
-      INTO n_ins, n_upd
-      FROM _holdings_in i LEFT JOIN @extschema@.holdings x USING (exchange, tradingsymbol);
-
-    DELETE FROM @extschema@.holdings x
-     WHERE NOT EXISTS (SELECT 1 FROM _holdings_in i
-                       WHERE (i.exchange, i.tradingsymbol) = (x.exchange, x.tradingsymbol));
-    GET DIAGNOSTICS n_del = ROW_COUNT;
-
-    INSERT INTO @extschema@.holdings AS t
-    SELECT * FROM _holdings_in
-    ON CONFLICT (exchange, tradingsymbol) DO UPDATE SET
-        isin = EXCLUDED.isin, instrument_token = EXCLUDED.instrument_token,
-        product = EXCLUDED.product, quantity = EXCLUDED.quantity,
-        t1_quantity = EXCLUDED.t1_quantity,
-        realised_quantity = EXCLUDED.realised_quantity,
-        used_quantity = EXCLUDED.used_quantity,
-        collateral_quantity = EXCLUDED.collateral_quantity,
-        average_price = EXCLUDED.average_price, last_price = EXCLUDED.last_price,
-        close_price = EXCLUDED.close_price, pnl = EXCLUDED.pnl,
-        day_change = EXCLUDED.day_change,
-        day_change_percentage = EXCLUDED.day_change_percentage,
-        raw = EXCLUDED.raw, updated_at = now()
-    WHERE t.raw IS DISTINCT FROM EXCLUDED.raw;
-
-    PERFORM @extschema@._notify_change('holdings', n_ins, n_upd, n_del);
-    DROP TABLE _holdings_in;
-    RETURN n_ins + n_upd + n_del;
+    PERFORM @extschema@._merge_staged('holdings', '{exchange,tradingsymbol}', true, 0);
 END
 $$;
 
-CREATE FUNCTION @extschema@._apply_margins(data jsonb) RETURNS bigint
+CREATE FUNCTION @extschema@._apply_margins(data jsonb) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    n_ins bigint;
-    n_upd bigint;
-    n_del bigint;
 BEGIN
     PERFORM @extschema@._require_object(data, 'margins');
     IF EXISTS (SELECT 1 FROM jsonb_each(data) e
@@ -460,7 +395,7 @@ BEGIN
         RAISE EXCEPTION 'broker margins have an unknown segment or a segment that is not an object'
             USING ERRCODE = 'TR304';
     END IF;
-    CREATE TEMP TABLE IF NOT EXISTS _margins_in (LIKE @extschema@.margins) ON COMMIT DROP;
+    CREATE TEMP TABLE _margins_in (LIKE @extschema@.margins) ON COMMIT DROP;
     INSERT INTO _margins_in
     SELECT e.key, (m->>'enabled')::boolean, (m->>'net')::numeric,
            (m->'available'->>'cash')::numeric,
@@ -473,34 +408,7 @@ BEGIN
            (m->'utilised'->>'m2m_unrealised')::numeric,
            m, now()
     FROM jsonb_each(data) e, LATERAL (SELECT e.value AS m) v;
-
-    SELECT count(*) FILTER (WHERE x.segment IS NULL),
-           count(*) FILTER (WHERE x.segment IS NOT NULL AND x.raw IS DISTINCT FROM i.raw)
-      INTO n_ins, n_upd
-      FROM _margins_in i LEFT JOIN @extschema@.margins x USING (segment);
-
-    DELETE FROM @extschema@.margins x
-     WHERE NOT EXISTS (SELECT 1 FROM _margins_in i WHERE i.segment = x.segment);
-    GET DIAGNOSTICS n_del = ROW_COUNT;
-
-    INSERT INTO @extschema@.margins AS t
-    SELECT * FROM _margins_in
-    ON CONFLICT (segment) DO UPDATE SET
-        enabled = EXCLUDED.enabled, net = EXCLUDED.net,
-        available_cash = EXCLUDED.available_cash,
-        available_live_balance = EXCLUDED.available_live_balance,
-        available_collateral = EXCLUDED.available_collateral,
-        utilised_debits = EXCLUDED.utilised_debits,
-        utilised_exposure = EXCLUDED.utilised_exposure,
-        utilised_span = EXCLUDED.utilised_span,
-        utilised_m2m_realised = EXCLUDED.utilised_m2m_realised,
-        utilised_m2m_unrealised = EXCLUDED.utilised_m2m_unrealised,
-        raw = EXCLUDED.raw, updated_at = now()
-    WHERE t.raw IS DISTINCT FROM EXCLUDED.raw;
-
-    PERFORM @extschema@._notify_change('margins', n_ins, n_upd, n_del);
-    DROP TABLE _margins_in;
-    RETURN n_ins + n_upd + n_del;
+    PERFORM @extschema@._merge_staged('margins', '{segment}', true, 0);
 END
 $$;
 
@@ -508,19 +416,20 @@ $$;
 -- broker left out keeps its last quote; instruments no longer on the
 -- watchlist are removed (and not added, if they left it while the request
 -- was in flight).
-CREATE FUNCTION @extschema@._apply_quotes(data jsonb, mode text) RETURNS bigint
+CREATE FUNCTION @extschema@._apply_quotes(data jsonb, mode text) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    n_ins bigint;
-    n_upd bigint;
     n_del bigint;
 BEGIN
     PERFORM @extschema@._require_object(data, 'quotes');
     IF EXISTS (SELECT 1 FROM jsonb_each(data) e WHERE jsonb_typeof(e.value) <> 'object') THEN
         RAISE EXCEPTION 'broker quote that is not an object' USING ERRCODE = 'TR304';
     END IF;
-    CREATE TEMP TABLE IF NOT EXISTS _quotes_in (LIKE @extschema@.quotes) ON COMMIT DROP;
+    DELETE FROM @extschema@.quotes x
+     WHERE NOT EXISTS (SELECT 1 FROM @extschema@.watchlist w WHERE w.instrument = x.instrument);
+    GET DIAGNOSTICS n_del = ROW_COUNT;
+    CREATE TEMP TABLE _quotes_in (LIKE @extschema@.quotes) ON COMMIT DROP;
     INSERT INTO _quotes_in
     SELECT e.key, (q->>'instrument_token')::bigint, mode,
            (q->>'last_price')::numeric, (q->>'last_quantity')::bigint,
@@ -535,36 +444,7 @@ BEGIN
            q, now()
     FROM jsonb_each(data) e, LATERAL (SELECT e.value AS q) v
     WHERE EXISTS (SELECT 1 FROM @extschema@.watchlist w WHERE w.instrument = e.key);
-
-    SELECT count(*) FILTER (WHERE x.instrument IS NULL),
-           count(*) FILTER (WHERE x.instrument IS NOT NULL
-                            AND (x.raw IS DISTINCT FROM i.raw OR x.mode IS DISTINCT FROM i.mode))
-      INTO n_ins, n_upd
-      FROM _quotes_in i LEFT JOIN @extschema@.quotes x USING (instrument);
-
-    DELETE FROM @extschema@.quotes x
-     WHERE NOT EXISTS (SELECT 1 FROM @extschema@.watchlist w WHERE w.instrument = x.instrument);
-    GET DIAGNOSTICS n_del = ROW_COUNT;
-
-    INSERT INTO @extschema@.quotes AS t
-    SELECT * FROM _quotes_in
-    ON CONFLICT (instrument) DO UPDATE SET
-        instrument_token = EXCLUDED.instrument_token, mode = EXCLUDED.mode,
-        last_price = EXCLUDED.last_price, last_quantity = EXCLUDED.last_quantity,
-        average_price = EXCLUDED.average_price, volume = EXCLUDED.volume,
-        buy_quantity = EXCLUDED.buy_quantity, sell_quantity = EXCLUDED.sell_quantity,
-        open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
-        close = EXCLUDED.close, net_change = EXCLUDED.net_change, oi = EXCLUDED.oi,
-        lower_circuit_limit = EXCLUDED.lower_circuit_limit,
-        upper_circuit_limit = EXCLUDED.upper_circuit_limit,
-        last_trade_time = EXCLUDED.last_trade_time,
-        quote_timestamp = EXCLUDED.quote_timestamp,
-        raw = EXCLUDED.raw, updated_at = now()
-    WHERE t.raw IS DISTINCT FROM EXCLUDED.raw OR t.mode IS DISTINCT FROM EXCLUDED.mode;
-
-    PERFORM @extschema@._notify_change('quotes', n_ins, n_upd, n_del);
-    DROP TABLE _quotes_in;
-    RETURN n_ins + n_upd + n_del;
+    PERFORM @extschema@._merge_staged('quotes', '{instrument}', false, n_del);
 END
 $$;
 
