@@ -296,57 +296,53 @@ trading_preloaded(void)
 	return false;
 }
 
+/* One row of the result; hint is NULL when the check passed. */
+static void
+put_check(ReturnSetInfo *rsinfo, const char *name, bool ok,
+		  const char *detail, const char *hint)
+{
+	Datum		values[4];
+	bool		nulls[4] = {0};
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = BoolGetDatum(ok);
+	values[2] = CStringGetTextDatum(detail);
+	if (hint)
+		values[3] = CStringGetTextDatum(hint);
+	else
+		nulls[3] = true;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
 Datum
 trading_validate_server(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Datum		values[4];
-	bool		nulls[4] = {0};
 	CheckResult r;
+	bool		preloaded = trading_preloaded();
 	bool		loaded = crypto_server_key_available();
 
 	InitMaterializedSRF(fcinfo, 0);
 
-	/* preloaded */
-	values[0] = CStringGetTextDatum("preloaded");
-	values[1] = BoolGetDatum(trading_preloaded());
-	if (DatumGetBool(values[1]))
-	{
-		values[2] = CStringGetTextDatum("trading is in shared_preload_libraries");
-		nulls[3] = true;
-	}
+	if (preloaded)
+		put_check(rsinfo, "preloaded", true,
+				  "trading is in shared_preload_libraries", NULL);
 	else
-	{
-		values[2] = CStringGetTextDatum("trading is not in shared_preload_libraries");
-		values[3] = CStringGetTextDatum("Add trading to shared_preload_libraries in postgresql.conf and restart the server.");
-	}
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	nulls[3] = false;
+		put_check(rsinfo, "preloaded", false,
+				  "trading is not in shared_preload_libraries",
+				  "Add trading to shared_preload_libraries in postgresql.conf and restart the server.");
 
-	/* key_loaded */
-	values[0] = CStringGetTextDatum("key_loaded");
-	values[1] = BoolGetDatum(loaded);
 	if (loaded)
-	{
-		values[2] = CStringGetTextDatum("trading.key_command gave the server key at server start");
-		nulls[3] = true;
-	}
+		put_check(rsinfo, "key_loaded", true,
+				  "trading.key_command gave the server key at server start", NULL);
 	else
-	{
-		values[2] = CStringGetTextDatum("no server key is loaded; the server log of the last start says why");
-		values[3] = CStringGetTextDatum("Fix trading.key_command and restart the server (docs/ENCRYPTION.md); encryption, archives and the broker session need the key.");
-	}
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		put_check(rsinfo, "key_loaded", false,
+				  "no server key is loaded; the server log of the last start says why",
+				  "Fix trading.key_command and restart the server (docs/ENCRYPTION.md); encryption, archives and the broker session need the key.");
 
-	/* key_command_permissions */
 	check_key_command(&r);
-	values[0] = CStringGetTextDatum("key_command_permissions");
-	values[1] = BoolGetDatum(r.ok);
-	values[2] = CStringGetTextDatum(r.detail.data);
-	nulls[3] = (r.hint == NULL);
-	if (r.hint)
-		values[3] = CStringGetTextDatum(r.hint);
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	put_check(rsinfo, "key_command_permissions", r.ok, r.detail.data,
+			  r.ok ? NULL : r.hint);
 
 	return (Datum) 0;
 }
