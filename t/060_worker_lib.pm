@@ -28,7 +28,7 @@ sub key_command { return $KEY_COMMAND; }
 sub node
 {
 	my ($name, $broker, %o) = @_;
-	my $url = $broker ? $broker->url : 'http://127.0.0.1:9';
+	my $url = $o{url} // ($broker ? $broker->url : 'http://127.0.0.1:9');
 	my $node = TradingTest::node($name, %o, conf => qq{
 trading.key_command = '$KEY_COMMAND'
 trading.broker_url = '$url'

@@ -32,7 +32,8 @@ my %files = (
 	'/quote/ohlc' => 'ohlc.json');
 $srv->serve($_, fixture($files{$_})) for keys %files;
 
-my $node = WorkerTest::node('conformance', $srv);
+# (a trailing slash in trading.broker_url is not doubled in the requests)
+my $node = WorkerTest::node('conformance', $srv, url => $srv->url . '/');
 $node->safe_psql('postgres', qq{
 	SELECT trading.set_broker_session('fixture_key', 'fixture_token');
 	INSERT INTO trading.watchlist VALUES ('NSE:INFY', 'full');

@@ -407,6 +407,19 @@ broker_http_post_form(const char *url, const char *form)
 	return resp;
 }
 
+/* broker_url + path, without doubling a trailing slash (palloc'd) */
+char *
+broker_make_url(const char *path, const char *query)
+{
+	int			len = (int) strlen(broker_url);
+
+	while (len > 0 && broker_url[len - 1] == '/')
+		len--;
+	if (query)
+		return psprintf("%.*s%s?%s", len, broker_url, path, query);
+	return psprintf("%.*s%s", len, broker_url, path);
+}
+
 /* URL-escape s (palloc'd) */
 char *
 broker_http_escape(const char *s)

@@ -369,7 +369,7 @@ broker_login(PG_FUNCTION_ARGS)
 	form = psprintf("api_key=%s&request_token=%s&checksum=%s",
 					broker_http_escape(api_key), broker_http_escape(request_token),
 					checksum);
-	url = psprintf("%s/session/token", broker_url);
+	url = broker_make_url("/session/token", NULL);
 
 	login_rate_wait();
 	resp = broker_http_post_form(url, form);

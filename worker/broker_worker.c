@@ -593,11 +593,10 @@ schedule_requests(void)
 			if (s->batch == 0)
 				s->cycle_start_us = now;
 			strlcpy(s->mode, mode, sizeof(s->mode));
-			url = psprintf("%s%s?%s", broker_url, path,
-						   cfg.batch_query[s->batch]);
+			url = broker_make_url(path, cfg.batch_query[s->batch]);
 		}
 		else
-			url = psprintf("%s%s", broker_url, path);
+			url = broker_make_url(path, NULL);
 
 		if (!broker_http_start(i, url, session.auth_header))
 		{

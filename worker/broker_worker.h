@@ -186,6 +186,7 @@ extern int	broker_http_in_flight(void);
 /* blocking POST for the login helper (form body); returns palloc'd resp */
 extern BrokerResponse *broker_http_post_form(const char *url, const char *form);
 extern char *broker_http_escape(const char *s);
+extern char *broker_make_url(const char *path, const char *query);
 
 /* ---- broker_apply.c ---- */
 
