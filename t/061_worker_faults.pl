@@ -136,7 +136,21 @@ $pb->admin(POST => '/admin/token', access_token => 'second_token');
 $pb->{token} = 'second_token';		# the test's own reads use it too
 sq("SELECT trading.set_broker_session('$PaperBroker::API_KEY', 'second_token')");
 ok(in_sync($price), 'after renewal the tables catch up');
-is(sq("SELECT worker_pid FROM trading.worker_http"), $pid, 'the worker never restarted');
+is(sq("SELECT worker_pid FROM trading.worker_http"), $pid, 'the worker never restarted (until now)');
+
+# ---- SIGTERM mid-request: the worker does not wait for the broker ----
+$node->append_conf('postgresql.conf', "trading.broker_timeout = '60s'\n");
+$node->reload;
+sleep 1;
+$pb->admin(POST => '/admin/faults', latency_ms => 20000);
+sleep 2;		# every endpoint now has a request hanging at the broker
+my $t0 = time;
+sq("SELECT pg_terminate_backend($pid)");
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pid"),
+	'SIGTERM while requests hang: the worker exits');
+cmp_ok(time - $t0, '<', 10, 'without waiting for the 20 s answers (' . (time - $t0) . ' s)');
+$pb->admin(POST => '/admin/faults', reset => 1);
 
 my $log = slurp_file($node->logfile);
 unlike($log, qr/(PANIC|TRAP|terminated by signal)/, 'no crash in the server log');
