@@ -150,23 +150,13 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION @extschema@._require_array(data jsonb, what text) RETURNS void
+-- TR304 unless data is a JSON value of the given type ('array', 'object').
+CREATE FUNCTION @extschema@._require(data jsonb, type text, what text) RETURNS void
     LANGUAGE plpgsql IMMUTABLE
     SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF data IS NULL OR jsonb_typeof(data) <> 'array' THEN
-        RAISE EXCEPTION 'broker response for % has no data array', what
-            USING ERRCODE = 'TR304';
-    END IF;
-END
-$$;
-
-CREATE FUNCTION @extschema@._require_object(data jsonb, what text) RETURNS void
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF data IS NULL OR jsonb_typeof(data) <> 'object' THEN
-        RAISE EXCEPTION 'broker response for % has no data object', what
+    IF data IS NULL OR jsonb_typeof(data) <> type THEN
+        RAISE EXCEPTION 'broker response for % has no data %', what, type
             USING ERRCODE = 'TR304';
     END IF;
 END
@@ -184,7 +174,7 @@ DECLARE
     changed jsonb;
     finals text[];
 BEGIN
-    PERFORM @extschema@._require_array(data, 'orders');
+    PERFORM @extschema@._require(data, 'array', 'orders');
     CREATE TEMP TABLE IF NOT EXISTS _orders_in (LIKE @extschema@.orders) ON COMMIT DROP;
     INSERT INTO _orders_in
     SELECT o->>'order_id', o->>'exchange_order_id', o->>'parent_order_id',
@@ -320,7 +310,7 @@ CREATE FUNCTION @extschema@._apply_trades(data jsonb) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM @extschema@._require_array(data, 'trades');
+    PERFORM @extschema@._require(data, 'array', 'trades');
     CREATE TEMP TABLE _trades_in (LIKE @extschema@.trades) ON COMMIT DROP;
     INSERT INTO _trades_in
     SELECT t->>'trade_id', t->>'order_id', t->>'exchange', t->>'tradingsymbol',
@@ -340,9 +330,9 @@ CREATE FUNCTION @extschema@._apply_positions(data jsonb) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM @extschema@._require_object(data, 'positions');
-    PERFORM @extschema@._require_array(data->'net', 'positions.net');
-    PERFORM @extschema@._require_array(data->'day', 'positions.day');
+    PERFORM @extschema@._require(data, 'object', 'positions');
+    PERFORM @extschema@._require(data->'net', 'array', 'positions.net');
+    PERFORM @extschema@._require(data->'day', 'array', 'positions.day');
     CREATE TEMP TABLE _positions_in (LIKE @extschema@.positions) ON COMMIT DROP;
     INSERT INTO _positions_in
     SELECT k.kind, p->>'exchange', p->>'tradingsymbol', p->>'product',
@@ -369,7 +359,7 @@ CREATE FUNCTION @extschema@._apply_holdings(data jsonb) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM @extschema@._require_array(data, 'holdings');
+    PERFORM @extschema@._require(data, 'array', 'holdings');
     CREATE TEMP TABLE _holdings_in (LIKE @extschema@.holdings) ON COMMIT DROP;
     INSERT INTO _holdings_in
     SELECT h->>'exchange', h->>'tradingsymbol', h->>'isin',
@@ -389,7 +379,7 @@ CREATE FUNCTION @extschema@._apply_margins(data jsonb) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM @extschema@._require_object(data, 'margins');
+    PERFORM @extschema@._require(data, 'object', 'margins');
     IF EXISTS (SELECT 1 FROM jsonb_each(data) e
                WHERE e.key NOT IN ('equity', 'commodity') OR jsonb_typeof(e.value) <> 'object') THEN
         RAISE EXCEPTION 'broker margins have an unknown segment or a segment that is not an object'
@@ -422,7 +412,7 @@ CREATE FUNCTION @extschema@._apply_quotes(data jsonb, mode text) RETURNS void
 DECLARE
     n_del bigint;
 BEGIN
-    PERFORM @extschema@._require_object(data, 'quotes');
+    PERFORM @extschema@._require(data, 'object', 'quotes');
     IF EXISTS (SELECT 1 FROM jsonb_each(data) e WHERE jsonb_typeof(e.value) <> 'object') THEN
         RAISE EXCEPTION 'broker quote that is not an object' USING ERRCODE = 'TR304';
     END IF;
