@@ -174,6 +174,17 @@ is($node->safe_psql('postgres',
 	"SELECT requests_total > 0 AND connections_opened_total BETWEEN 1 AND 8 FROM trading.worker_http"),
 	't', 'worker_http: connections are reused');
 
+# ---- correlation: a root per poll cycle, a child per request ----
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) > 0 FROM trading.operations c JOIN trading.operations r ON r.id = c.parent_id
+	 WHERE c.operation = 'broker.request' AND r.operation = 'broker.poll_cycle'
+	   AND c.status = 'ok' AND r.status = 'ok' AND c.attributes->>'endpoint' = 'orders'}),
+	'correlation: each request is a child of its poll cycle, both ended ok');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM trading.operations
+	 WHERE operation = 'broker.request' AND parent_id IS NULL}),
+	'0', 'correlation: no request without its cycle');
+
 # ---- a reader sees the views but not the session ----
 my ($rc, $out, $err) = $node->psql('postgres',
 	"SET ROLE regress_reader; SELECT * FROM trading.broker_session");
