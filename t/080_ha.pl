@@ -342,14 +342,38 @@ ok(wait_for('the replica back in the read-only pool',
 	sub { hap_status('trading_ro/node2_standby') eq 'UP' }), 'restarted PgBouncer: the replica serves reads again');
 
 # ---- 3. the replica: reads work, writes name the primary --------------------
+my ($rc, $out);
+# things to read back on the replica, made on the primary through :5000
+($rc, $out, $err) = tcp_psql($rw_port, 'desk_admin',
+	"SELECT trading.archive_create('ha.archive', 'SELECT g FROM generate_series(1, 5) g') > 0");
+is($out, 't', 'an archive made through the read-write port') or diag($err);
+$primary->safe_psql('postgres', q{
+CREATE TABLE ha_secret AS SELECT trading.encrypt_text('ha secret') AS v;
+GRANT SELECT ON ha_secret TO desk_admin;
+});
+my $some_op = $primary->safe_psql('postgres',
+	"SELECT id FROM trading.operations WHERE operation = 'bench.rw' LIMIT 1");
 $primary->wait_for_catchup($replica);
+for my $read (
+	["SELECT trading.decrypt_text(v) FROM ha_secret", 'ha secret'],
+	["SELECT trading.archive_verify('ha.archive')", 't'],
+	["SELECT count(*) FROM trading.archive_rows('ha.archive')", '5'],
+	["SELECT count(*) FROM trading.archive_list WHERE name = 'ha.archive'", '1'],
+	["SELECT count(*) FROM trading.operation_chain('$some_op')", '1'],
+	["SELECT count(*) > 0 FROM trading.metrics_catalog", 't'],
+	["SELECT count(*) = 6 FROM trading.worker_status", 't'],
+	["SELECT count(*) > 0 FROM trading.validate_config()", 't'])
+{
+	my ($sql, $want) = @$read;
+	($rc, $out, $err) = tcp_psql($ro_port, 'desk_admin', $sql);
+	is($out, $want, "replica via the read-only port: $sql") or diag($err);
+}
 for my $view (qw(rate_limit_status worker_status operations correlation_stats metrics
 	broker_session_status orders positions))
 {
 	my ($rc, $out, $e) = tcp_psql($ro_port, 'desk_analyst', "SELECT count(*) >= 0 FROM trading.$view");
 	is($out, 't', "replica via the read-only port: trading.$view reads") or diag($e);
 }
-my ($rc, $out);
 ($rc, $out, $err) = tcp_psql($ro_port, 'desk_admin', "SELECT trading.rate_limit_set('bench.rw', 5, '1 second')");
 like($err, qr/25006/, 'replica: rate_limit_set fails with 25006');
 like($err, qr/HINT:.*the read-write frontend at 127\.0\.0\.1:$rw_port/, 'and the hint names the read-write frontend');
