@@ -34,6 +34,10 @@ include $(PGXS)
 trading--1.0.sql: $(sort $(wildcard extension/sql/*.sql))
 	cat $^ > $@
 
+# PGXS does not track header dependencies: rebuild every object when a
+# header changes (shared-memory structs must agree across files).
+$(OBJS): $(wildcard extension/*.h worker/*.h)
+
 # Programs built beside the library (each directory has its own Makefile
 # and is skipped while it does not exist yet).
 SUBDIRS = $(patsubst %/Makefile,%,$(wildcard broker/Makefile tools/Makefile))

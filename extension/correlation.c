@@ -143,6 +143,7 @@ correlation_shmem_startup(void)
 	pg_atomic_init_u64(&corr_shared->discarded_total, 0);
 	pg_atomic_init_u32(&corr_shared->writer_procno, (uint32) -1);
 	pg_atomic_init_u32(&corr_shared->writer_pid, 0);
+	pg_atomic_init_u32(&corr_shared->database_seen, 1);
 	corr_shared->epoch = GetCurrentTimestamp();
 	corr_shared->size = (uint64) corr_queue_size_kb * 1024;
 	corr_shared->wake_bytes = corr_shared->size / 4;

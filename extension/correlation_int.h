@@ -89,6 +89,7 @@ typedef struct CorrelationShared
 	pg_atomic_uint64 discarded_total;	/* bad events the writer skipped */
 	pg_atomic_uint32 writer_procno; /* pgprocno of the writer, or -1 */
 	pg_atomic_uint32 writer_pid;
+	pg_atomic_uint32 database_seen;	/* 0 after a failed connection (bgw_common.c) */
 
 	TimestampTz epoch;			/* when shared memory was (re)initialised */
 	uint64		size;			/* bytes in ring[] (a multiple of 16) */

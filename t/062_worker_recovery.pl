@@ -115,10 +115,17 @@ my $log = slurp_file($late->logfile);
 my $fatals = () = $log =~ /background worker "trading broker worker" \(PID \d+\) exited with exit code 1/g;
 is($fatals, 1, 'a missing database costs the worker one failed connection, no crash loop');
 like($log, qr/waiting for database "desk" to be created/, 'and one log line saying it waits');
+my $cfatals = () = $log =~ /background worker "trading correlation writer" \(PID \d+\) exited with exit code 1/g;
+is($cfatals, 1, 'the correlation writer too: one failed connection, no crash loop');
+my $cwaits = () = $log =~ /trading correlation writer waiting for database "desk" to be created/g;
+is($cwaits, 1, 'and one log line saying it waits');
 $late->safe_psql('postgres', 'CREATE DATABASE desk');
 ok($late->poll_query_until('desk',
 	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'trading broker worker' AND datname = 'desk'"),
 	'once the database exists the worker connects to it');
+ok($late->poll_query_until('desk',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'trading correlation writer' AND datname = 'desk'"),
+	'and so does the correlation writer');
 $log = slurp_file($late->logfile);
 like($log, qr/waiting for CREATE EXTENSION trading in database "desk"/,
 	'then waits for the extension, saying so once');

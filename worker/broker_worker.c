@@ -36,6 +36,7 @@
 
 #include <math.h>
 
+#include "bgw_common.h"
 #include "broker_worker.h"
 #include "correlation.h"
 #include "metrics.h"
@@ -190,7 +191,7 @@ broker_worker_shmem_startup(void)
 	bw_shared->state = BWS_NOT_RUNNING;
 	bw_shared->session_state = BSS_UNKNOWN;
 	bw_shared->procno = -1;
-	bw_shared->database_seen = true;	/* assume so until a connection fails */
+	pg_atomic_init_u32(&bw_shared->database_seen, 1);	/* until a connection fails */
 	pg_atomic_init_u64(&bw_shared->session_gen, 0);
 	pg_atomic_init_u64(&bw_shared->config_gen, 0);
 	pg_atomic_init_u64(&bw_shared->connections_opened, 0);
@@ -288,71 +289,6 @@ worker_exit(int code, Datum arg)
 	bw_shared->pid = 0;
 	bw_shared->procno = -1;
 	SpinLockRelease(&bw_shared->mutex);
-}
-
-/*
- * Without a database connection only shared catalogs can be read, and only
- * by a sequential scan (as the autovacuum launcher does).
- */
-static bool
-database_exists(const char *name)
-{
-	Relation	rel;
-	TableScanDesc scan;
-	HeapTuple	tup;
-	bool		found = false;
-
-	StartTransactionCommand();
-	(void) GetTransactionSnapshot();
-	rel = table_open(DatabaseRelationId, AccessShareLock);
-	scan = table_beginscan_catalog(rel, 0, NULL);
-	while (!found && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-	{
-		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
-
-		found = strcmp(NameStr(db->datname), name) == 0;
-	}
-	table_endscan(scan);
-	table_close(rel, AccessShareLock);
-	CommitTransactionCommand();
-	return found;
-}
-
-/*
- * trading.database does not exist (the last connection attempt failed):
- * wait without a database connection until it does, then exit so that the
- * postmaster restarts the worker, which connects.
- */
-static void
-wait_for_database(void)
-{
-	set_state(BWS_WAITING_DATABASE);
-	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	ereport(LOG,
-			(errmsg("trading broker worker waiting for database \"%s\" to be created",
-					trading_database)));
-	for (;;)
-	{
-		bool		exists;
-
-		CHECK_FOR_INTERRUPTS();
-		exists = database_exists(trading_database);
-		if (exists)
-		{
-			SpinLockAcquire(&bw_shared->mutex);
-			bw_shared->database_seen = true;
-			SpinLockRelease(&bw_shared->mutex);
-			proc_exit(1);		/* restart and connect */
-		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-	}
 }
 
 static void
@@ -783,8 +719,6 @@ process_reload_signal(void)
 void
 broker_worker_main(Datum main_arg)
 {
-	bool		database_seen;
-
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -795,21 +729,12 @@ broker_worker_main(Datum main_arg)
 	bw_shared->state = BWS_STARTING;
 	bw_shared->session_state = BSS_UNKNOWN;
 	bw_shared->started_at = GetCurrentTimestamp();
-	database_seen = bw_shared->database_seen;
 	SpinLockRelease(&bw_shared->mutex);
 	on_shmem_exit(worker_exit, (Datum) 0);
 
-	if (!database_seen)
-		wait_for_database();
-
-	/* if this connection fails, the next start waits for the database */
-	SpinLockAcquire(&bw_shared->mutex);
-	bw_shared->database_seen = false;
-	SpinLockRelease(&bw_shared->mutex);
-	BackgroundWorkerInitializeConnection(trading_database, NULL, 0);
-	SpinLockAcquire(&bw_shared->mutex);
-	bw_shared->database_seen = true;
-	SpinLockRelease(&bw_shared->mutex);
+	if (pg_atomic_read_u32(&bw_shared->database_seen) == 0)
+		set_state(BWS_WAITING_DATABASE);
+	trading_bgw_connect(&bw_shared->database_seen, "trading broker worker");
 	pgstat_report_appname("trading broker worker");
 
 	ConfigContext = AllocSetContextCreate(TopMemoryContext, "trading broker config",

@@ -117,7 +117,7 @@ typedef struct BrokerWorkerShared
 	int			session_state;	/* BrokerSessionState */
 	pid_t		pid;			/* 0 when not running */
 	int			procno;			/* pgprocno of the worker, -1 */
-	bool		database_seen;	/* trading.database exists (see main) */
+	pg_atomic_uint32 database_seen;	/* 0 after a failed connection (bgw_common.c) */
 	TimestampTz started_at;
 	pg_atomic_uint64 session_gen;	/* bumped by set_broker_session */
 	pg_atomic_uint64 config_gen;	/* bumped when configuration changed */

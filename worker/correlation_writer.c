@@ -33,6 +33,7 @@
  *-------------------------------------------------------------------------
  */
 #include "trading.h"
+#include "bgw_common.h"
 #include "correlation_int.h"
 
 #include "access/xact.h"
@@ -862,7 +863,7 @@ correlation_writer_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(trading_database, NULL, 0);
+	trading_bgw_connect(&corr_shared->database_seen, "trading correlation writer");
 	pgstat_report_appname("trading correlation writer");
 
 	batch_cxt = AllocSetContextCreate(TopMemoryContext,
