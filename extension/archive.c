@@ -231,6 +231,7 @@ trading_archive_create(PG_FUNCTION_ARGS)
 	Portal		portal;
 	int64		nrows = 0;
 
+	trading_require_primary("creating an archive");
 	/* fail before running the query when no key is loaded or name taken */
 	(void) crypto_current_key_version();
 	check_name_free(name);
@@ -425,6 +426,7 @@ trading_archive_import(PG_FUNCTION_ARGS)
 	int			fd;
 	Size		got = 0;
 
+	trading_require_primary("importing an archive");
 	(void) crypto_current_key_version();
 	check_name_free(name);
 	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);

@@ -344,6 +344,7 @@ correlation_begin(PG_FUNCTION_ARGS)
 	CorrEventArgs ev = {0};
 
 	corr_prepare();
+	trading_require_primary("correlation tracking");
 	op = trading_text_arg(fcinfo, 0, "operation", CORR_MAX_OPERATION);
 	trading_require_arg(fcinfo, 2, "attributes");
 	attrs = PG_GETARG_JSONB_P(2);
@@ -511,6 +512,7 @@ correlation_end(PG_FUNCTION_ARGS)
 	TimestampTz now;
 
 	corr_prepare();
+	trading_require_primary("correlation tracking");
 	status = trading_text_arg(fcinfo, 1, "status", CORR_MAX_STATUS);
 	if (!PG_ARGISNULL(2))
 		error = trading_text_arg(fcinfo, 2, "error", CORR_MAX_ERROR);
@@ -574,6 +576,7 @@ correlation_flush(PG_FUNCTION_ARGS)
 	int64		ms;
 
 	corr_prepare();
+	trading_require_primary("correlation tracking");
 	trading_require_arg(fcinfo, 0, "timeout");
 	iv = PG_GETARG_INTERVAL_P(0);
 	if (iv->month != 0 || iv->day != 0 || iv->time < 0 ||

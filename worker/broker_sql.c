@@ -200,6 +200,7 @@ set_broker_session(PG_FUNCTION_ARGS)
 	char	   *access_token = trading_text_arg(fcinfo, 1, "access_token", 1024);
 
 	trading_check_database();
+	trading_require_primary("setting the broker session");
 	check_credential("api_key", api_key, false);
 	check_credential("access_token", access_token, true);
 	require_server_key();
@@ -214,6 +215,7 @@ clear_broker_session(PG_FUNCTION_ARGS)
 	bool		found;
 
 	trading_check_database();
+	trading_require_primary("clearing the broker session");
 	SPI_connect();
 	SPI_execute("DELETE FROM trading.broker_session", false, 0);
 	found = SPI_processed > 0;
@@ -357,6 +359,8 @@ broker_login(PG_FUNCTION_ARGS)
 	bool		nulls[2] = {false, false};
 
 	trading_check_database();
+	/* before the broker sees the single-use request token */
+	trading_require_primary("logging in to the broker");
 	check_credential("api_key", api_key, false);
 	check_credential("request_token", request_token, true);
 	check_credential("api_secret", api_secret, true);
