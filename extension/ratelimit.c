@@ -182,20 +182,7 @@ rl_kth_oldest(RateLimit *lim, int k)
 int64
 rl_clamp_now(RateEndpoint *ep, int64 now)
 {
-	for (int i = 0; i < ep->nlimits; i++)
-	{
-		RateLimit  *lim = &ep->limits[i];
-
-		if (lim->count > 0)
-		{
-			int			last = lim->next == 0 ? lim->n - 1 : lim->next - 1;
-			int64		t = rl_shared->slots[lim->offset + last];
-
-			if (t > now)
-				now = t;
-		}
-	}
-	return now;
+	return Max(now, ep->newest);
 }
 
 /*
@@ -245,6 +232,7 @@ rl_record(RateEndpoint *ep, int cost, int64 now)
 		}
 		lim->count = Min(lim->count + cost, lim->n);
 	}
+	ep->newest = now;
 }
 
 int
@@ -941,6 +929,7 @@ ratelimit_sync(bool force)
 			ep->generation++;
 			strlcpy(ep->name, c->name, RL_NAME_LEN);
 			ep->nlimits = 0;
+			ep->newest = 0;
 			ep->granted_total = ep->refused_total = ep->timeouts_total = 0;
 			ep->waited_us_total = 0;
 			SpinLockRelease(&ep->mutex);

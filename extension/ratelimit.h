@@ -39,24 +39,24 @@ typedef struct RateLimit
 
 typedef struct RateEndpoint
 {
+	/* the hot path touches only this first cache line and the rings */
 	slock_t		mutex;			/* protects everything below */
 	bool		in_use;
 	bool		reconfiguring;	/* limits being rebuilt: refuse, don't count */
-	uint32		generation;		/* bumped whenever the slot is (re)used */
-	char		name[RL_NAME_LEN];
 	int			nlimits;
+	uint32		generation;		/* bumped whenever the slot is (re)used */
+	int			queue_len;		/* procs waiting in rate_limit_acquire */
+	int64		newest;			/* newest timestamp recorded in any ring */
+	uint64		granted_total;	/* statistics since the endpoint was */
+	uint64		refused_total;	/* created or the server started */
 	RateLimit	limits[RL_MAX_LIMITS];
 
 	/* FIFO of procs waiting in rate_limit_acquire (pgprocno, -1 = none) */
 	int			queue_head;
 	int			queue_tail;
-	int			queue_len;
-
-	/* statistics since the endpoint was created or the server started */
-	uint64		granted_total;
-	uint64		refused_total;
 	uint64		timeouts_total;
 	int64		waited_us_total;
+	char		name[RL_NAME_LEN];
 } RateEndpoint;
 
 typedef struct RateLimiterShared

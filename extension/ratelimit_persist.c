@@ -195,6 +195,7 @@ rl_persist_load(void)
 				if (lim && age >= 0 && age < lim->per_us)
 				{
 					rl_shared->slots[lim->offset + lim->next] = now - age;
+					ep->newest = Max(ep->newest, now - age);
 					lim->next = (lim->next + 1) % lim->n;
 					lim->count++;
 				}
