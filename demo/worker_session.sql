@@ -13,7 +13,7 @@ SELECT endpoint, interval_ms, enabled FROM trading.poll_intervals ORDER BY endpo
 
 \echo
 \echo '== set_broker_session: stored encrypted with the server key, never shown'
-SELECT trading.set_broker_session('paper_api_key', 'paper_access_token');
+SELECT trading.set_broker_session('paper_api_key', 'paper_access_token') \gset
 SELECT user_id, state, set_at IS NOT NULL AS set FROM trading.broker_session_status;
 
 \echo
@@ -21,4 +21,4 @@ SELECT user_id, state, set_at IS NOT NULL AS set FROM trading.broker_session_sta
 INSERT INTO trading.watchlist (instrument, mode) VALUES
     ('NSE:INFY', 'full'), ('NSE:SBIN', 'ltp'), ('NSE:RELIANCE', 'ltp'),
     ('NSE:TCS', 'ohlc'), ('NSE:HDFCBANK', 'ltp');
-SELECT pg_sleep(3);
+DO $$ BEGIN PERFORM pg_sleep(3); END $$;
