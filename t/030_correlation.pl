@@ -188,7 +188,10 @@ $standby->poll_query_until('postgres',
 ok($standby->wait_for_log(qr/correlation writer is waiting for the end of recovery/),
 	'on a standby the writer waits for promotion');
 my ($ret, $sout, $serr) = $standby->psql('postgres', 'SELECT trading.correlation_flush()');
-like($serr, qr/cannot be written during recovery/, 'flush on a standby is a clear error');
+like($serr, qr/correlation tracking is not possible on a standby server/, 'flush on a standby is a clear error');
+($ret, $sout, $serr) = $standby->psql('postgres', "SELECT trading.correlation_begin('on_standby')");
+like($serr, qr/correlation tracking is not possible on a standby server/,
+	'so is begin: nothing is queued where it could not be stored');
 $standby->promote;
 $standby->poll_query_until('postgres', 'SELECT NOT pg_is_in_recovery()');
 $standby->safe_psql('postgres', q{SELECT trading.correlation_end(trading.correlation_begin('after_promotion'))});

@@ -2,7 +2,8 @@
  *
  * bgw_common.c
  *	  Start-up shared by the extension's background workers: connecting to
- *	  trading.database without crash-looping while it does not exist.
+ *	  trading.database without crash-looping while it does not exist, and
+ *	  the begin/commit of one unit of work.
  *
  * A background worker can initialise its database connection only once, so
  * a worker that must wait for the database waits unconnected (reading the
@@ -21,6 +22,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "executor/spi.h"
 #include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -92,4 +94,24 @@ trading_bgw_connect(pg_atomic_uint32 *database_seen, const char *worker_name)
 	pg_atomic_write_u32(database_seen, 0);
 	BackgroundWorkerInitializeConnection(trading_database, NULL, 0);
 	pg_atomic_write_u32(database_seen, 1);
+}
+
+void
+trading_bgw_begin_xact(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+void
+trading_bgw_commit_xact(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
 }

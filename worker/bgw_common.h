@@ -21,4 +21,12 @@
 extern void trading_bgw_connect(pg_atomic_uint32 *database_seen,
 								const char *worker_name);
 
+/*
+ * One unit of work in its own transaction, with SPI and a snapshot:
+ * trading_bgw_begin_xact(activity) ... trading_bgw_commit_xact().  The
+ * activity is what pg_stat_activity shows meanwhile.
+ */
+extern void trading_bgw_begin_xact(const char *activity);
+extern void trading_bgw_commit_xact(void);
+
 #endif

@@ -20,6 +20,7 @@
  *-------------------------------------------------------------------------
  */
 #include "trading.h"
+#include "bgw_common.h"
 #include "broker_worker.h"
 #include "crypto.h"
 #include "metrics.h"
@@ -47,25 +48,6 @@
 /* set_at of the session loaded last, to expire exactly that one */
 static TimestampTz loaded_session_set_at = 0;
 
-static void
-begin_xact(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-end_xact(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
 /*
  * Run body() in its own transaction; on error, roll back and return the
  * error (copied into the caller's context) instead of raising it.
@@ -78,9 +60,9 @@ run_xact(const char *activity, void (*body) (void *), void *arg)
 
 	PG_TRY();
 	{
-		begin_xact(activity);
+		trading_bgw_begin_xact(activity);
 		body(arg);
-		end_xact();
+		trading_bgw_commit_xact();
 	}
 	PG_CATCH();
 	{

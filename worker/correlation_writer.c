@@ -146,26 +146,6 @@ writer_sleep(long ms)
 	CHECK_FOR_INTERRUPTS();
 }
 
-static void
-begin_xact(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-commit_xact(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
 /* Is the extension (and its table) installed?  Own transaction. */
 static bool
 extension_ready(void)
@@ -676,7 +656,7 @@ write_batch(bool *full_batch)
 	if (b.n > 0)
 	{
 		MemoryContextSwitchTo(oldcxt);
-		begin_xact("storing correlation events");
+		trading_bgw_begin_xact("storing correlation events");
 		MemoryContextSwitchTo(batch_cxt);
 
 		r = run_guarded(apply_batch, &b, &msg);
@@ -717,7 +697,7 @@ write_batch(bool *full_batch)
 			}
 			return -1;
 		}
-		commit_xact();
+		trading_bgw_commit_xact();
 	}
 	MemoryContextSwitchTo(batch_cxt);
 	for (int i = 0; i < nbad; i++)
@@ -812,7 +792,7 @@ maintenance_step(apply_fn fn, const char *activity)
 	char	   *msg = NULL;
 	ApplyResult r;
 
-	begin_xact(activity);
+	trading_bgw_begin_xact(activity);
 	r = run_guarded(fn, NULL, &msg);
 	if (r != APPLY_OK)
 	{
@@ -824,7 +804,7 @@ maintenance_step(apply_fn fn, const char *activity)
 		pgstat_report_activity(STATE_IDLE, NULL);
 		return false;
 	}
-	commit_xact();
+	trading_bgw_commit_xact();
 	return true;
 }
 
