@@ -73,6 +73,10 @@ uint64_t	rng_next(rng *r);
 double		rng_uniform(rng *r);	/* [0,1) */
 double		rng_gauss(rng *r);
 bool		parse_double(const char *s, double *out);
+
+/* Room for element n of a growable array of elem-size items: doubles *cap
+ * (starting at initial) when n == *cap; aborts when out of memory. */
+void	   *grow_array(void *arr, int n, int *cap, size_t elem, int initial);
 bool		parse_long(const char *s, long *out);
 char	   *read_file(const char *path, size_t *len);
 void		sha256_hex(const char *s, char out[65]);

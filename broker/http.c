@@ -195,17 +195,17 @@ post_it(void *cls, enum MHD_ValueKind kind, const char *key, const char *filenam
 		size_t		old = strlen(last->v);
 
 		last->v = realloc(last->v, old + size + 1);
+		if (!last->v)
+			abort();
 		memcpy(last->v + old, data, size);
 		last->v[old + size] = '\0';
 		return MHD_YES;
 	}
-	if (r->nform == r->capform)
-	{
-		r->capform = r->capform ? r->capform * 2 : 8;
-		r->form = realloc(r->form, sizeof(struct kv) * r->capform);
-	}
+	r->form = grow_array(r->form, r->nform, &r->capform, sizeof(struct kv), 8);
 	r->form[r->nform].k = strdup(key);
 	r->form[r->nform].v = malloc(size + 1);
+	if (!r->form[r->nform].k || !r->form[r->nform].v)
+		abort();
 	memcpy(r->form[r->nform].v, data, size);
 	r->form[r->nform].v[size] = '\0';
 	r->nform++;

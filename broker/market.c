@@ -244,11 +244,7 @@ market_load(const char *path, char *err, size_t errlen)
 			free(copy);
 			continue;
 		}
-		if (ninst == cap)
-		{
-			cap = cap ? cap * 2 : 256;
-			insts = realloc(insts, sizeof(instrument) * cap);
-		}
+		insts = grow_array(insts, ninst, &cap, sizeof(instrument), 256);
 		in = &insts[ninst];
 		memset(in, 0, sizeof(*in));
 		in->csv_line = copy;

@@ -114,13 +114,7 @@ push_state(order *o, const char *status, const char *msg)
 	snprintf(o->cur.status, sizeof(o->cur.status), "%s", status);
 	snprintf(o->cur.msg, sizeof(o->cur.msg), "%s", msg ? msg : "");
 	o->cur.ts = now_epoch();
-	if (o->nhist == o->caphist)
-	{
-		o->caphist = o->caphist ? o->caphist * 2 : 8;
-		o->hist = realloc(o->hist, sizeof(ostate) * o->caphist);
-		if (!o->hist)
-			abort();
-	}
+	o->hist = grow_array(o->hist, o->nhist, &o->caphist, sizeof(ostate), 8);
 	o->hist[o->nhist++] = o->cur;
 }
 
@@ -133,13 +127,7 @@ fill(order *o, double price)
 	o->cur.filled = o->cur.qty;
 	o->cur.pending = 0;
 	o->cur.avg = price;
-	if (ntrades == captrades)
-	{
-		captrades = captrades ? captrades * 2 : 64;
-		trades = realloc(trades, sizeof(trade) * captrades);
-		if (!trades)
-			abort();
-	}
+	trades = grow_array(trades, ntrades, &captrades, sizeof(trade), 64);
 	t = &trades[ntrades++];
 	snprintf(t->trade_id, sizeof(t->trade_id), "%08lu", 10000000UL + ++trade_seq);
 	t->order = order_index(o);
@@ -525,13 +513,7 @@ h_place(struct req *r, char **args, reply *rp)
 	o->cur.trigger = o->cur.trigger ? market_round_tick(in, o->cur.trigger) : 0;
 	o->placed = now_epoch();
 	make_ids(o);
-	if (norders == caporders)
-	{
-		caporders = caporders ? caporders * 2 : 64;
-		orders = realloc(orders, sizeof(order *) * caporders);
-		if (!orders)
-			abort();
-	}
+	orders = grow_array(orders, norders, &caporders, sizeof(order *), 64);
 	orders[norders++] = o;
 
 	push_state(o, "PUT ORDER REQ RECEIVED", NULL);

@@ -56,13 +56,7 @@ portfolio_free(void)
 void
 portfolio_add_holding(int inst, long qty, double avg)
 {
-	if (nholdings == capholdings)
-	{
-		capholdings = capholdings ? capholdings * 2 : 8;
-		holdings = realloc(holdings, sizeof(holding) * capholdings);
-		if (!holdings)
-			abort();
-	}
+	holdings = grow_array(holdings, nholdings, &capholdings, sizeof(holding), 8);
 	holdings[nholdings++] = (holding) {inst, qty, avg};
 	nopening = nholdings;
 }
@@ -77,13 +71,7 @@ pos_find(int inst, const char *product, bool create)
 			return &positions[i];
 	if (!create)
 		return NULL;
-	if (npositions == cappositions)
-	{
-		cappositions = cappositions ? cappositions * 2 : 16;
-		positions = realloc(positions, sizeof(position) * cappositions);
-		if (!positions)
-			abort();
-	}
+	positions = grow_array(positions, npositions, &cappositions, sizeof(position), 16);
 	p = &positions[npositions++];
 	memset(p, 0, sizeof(*p));
 	p->inst = inst;

@@ -224,3 +224,15 @@ random_token(rng *r, char *out, size_t len)
 		out[i] = al[rng_next(r) % (sizeof(al) - 1)];
 	out[len - 1] = '\0';
 }
+
+void *
+grow_array(void *arr, int n, int *cap, size_t elem, int initial)
+{
+	if (n < *cap)
+		return arr;
+	*cap = *cap ? *cap * 2 : initial;
+	arr = realloc(arr, elem * (size_t) *cap);
+	if (!arr)
+		abort();
+	return arr;
+}
