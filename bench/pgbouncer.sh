@@ -6,10 +6,19 @@
 #   pgbouncer  pgbench -> PgBouncer (deploy/pgbouncer.ini, transaction
 #              pooling) -> a pooled server connection
 #
-# each twice: with SCRAM passwords (the production layout: auth_query for
-# PgBouncer, scram-sha-256 on the server) and with trust (connection cost
-# without password hashing).  Prints tps per round, the medians and the
-# ratios pgbouncer/direct.  Target: >= 5x through PgBouncer.
+# three ways each:
+#   scram  TCP, SCRAM passwords: the production layout (auth_query for
+#          PgBouncer, scram-sha-256 on the server)
+#   trust  TCP, no password: what connections cost without password
+#          hashing (PgBouncer finds the user in its userlist)
+#   unix   as trust, over Unix-domain sockets: an application on the
+#          PgBouncer host, and without the loopback TCP stack's cost
+# Prints tps per round, the medians and the ratios pgbouncer/direct.
+# Target: >= 5x through PgBouncer.
+#
+# Clients use gssencmode=disable: no Kerberos anywhere here, and libpq's
+# default ("prefer") reads the Kerberos configuration on every connection,
+# a client-side cost that is not the server's.  sslmode stays libpq's default.
 #
 # pgbench runs on the same 2 cores as the server, and a SCRAM client pays
 # its own key derivation (PBKDF2, 4096 iterations) on every connection,
@@ -25,8 +34,10 @@ source bench/lib.sh
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 CLIENTS=${CLIENTS:-8}
-BOUNCER_SCRAM_PORT=${BOUNCER_SCRAM_PORT:-56432}
-BOUNCER_TRUST_PORT=${BOUNCER_TRUST_PORT:-56433}
+JOBS=${JOBS:-2}
+# below the ephemeral port range, so no client socket can be holding them
+BOUNCER_SCRAM_PORT=${BOUNCER_SCRAM_PORT:-26432}
+BOUNCER_TRUST_PORT=${BOUNCER_TRUST_PORT:-26433}
 PASSWORD=bench-$RANDOM-$RANDOM
 
 bench_cluster_start pgbouncer "listen_addresses = '127.0.0.1'
@@ -47,7 +58,8 @@ bench_psql -f deploy/pgbouncer_auth.sql >/dev/null
 bench_psql -c "ALTER ROLE pgbouncer_auth PASSWORD '$PASSWORD'"
 
 # two PgBouncers from deploy/pgbouncer.ini: as shipped (SCRAM, auth_query)
-# and with auth_type = trust
+# and with auth_type = trust, where bench_trust is in the userlist (a trust
+# user found by auth_query would cost a query per login for nothing)
 bouncer_pids=()
 stop_all() {
     for p in "${bouncer_pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -55,23 +67,23 @@ stop_all() {
 }
 trap stop_all EXIT
 start_bouncer() {
-    local name=$1 port=$2 auth=$3
-    as_postgres sh -c "printf '\"pgbouncer_auth\" \"%s\"\n' '$PASSWORD' > '$BENCH_DIR/userlist.txt'; chmod 600 '$BENCH_DIR/userlist.txt'"
+    local name=$1 port=$2 auth=$3 users=$4
+    as_postgres sh -c "printf '\"pgbouncer_auth\" \"%s\"\n' '$PASSWORD' > '$BENCH_DIR/$name.users'; printf '$users' >> '$BENCH_DIR/$name.users'; chmod 600 '$BENCH_DIR/$name.users'"
     sed -e "s|^\* = host=.*|* = host=127.0.0.1 port=$BENCH_PORT|" \
         -e "s|^listen_addr = .*|listen_addr = 127.0.0.1|" \
         -e "s|^listen_port = .*|listen_port = $port|" \
         -e "s|^unix_socket_dir = .*|unix_socket_dir = $BENCH_DIR|" \
         -e "s|^logfile = .*|logfile = $BENCH_DIR/$name.log|" \
         -e "s|^pidfile = .*|pidfile = $BENCH_DIR/$name.pid|" \
-        -e "s|^auth_file = .*|auth_file = $BENCH_DIR/userlist.txt|" \
+        -e "s|^auth_file = .*|auth_file = $BENCH_DIR/$name.users|" \
         -e "s|^auth_type = .*|auth_type = $auth|" \
         deploy/pgbouncer.ini | as_postgres tee "$BENCH_DIR/$name.ini" >/dev/null
     as_postgres /usr/sbin/pgbouncer -d "$BENCH_DIR/$name.ini"
     for _ in $(seq 50); do [ -s "$BENCH_DIR/$name.pid" ] && break; sleep 0.1; done
     bouncer_pids+=("$(cat "$BENCH_DIR/$name.pid")")
 }
-start_bouncer bouncer_scram "$BOUNCER_SCRAM_PORT" scram-sha-256
-start_bouncer bouncer_trust "$BOUNCER_TRUST_PORT" trust
+start_bouncer bouncer_scram "$BOUNCER_SCRAM_PORT" scram-sha-256 ''
+start_bouncer bouncer_trust "$BOUNCER_TRUST_PORT" trust '"bench_trust" ""\n'
 
 tmp=$(mktemp -d); chmod 755 "$tmp"
 cat > "$tmp/functions.sql" <<'EOF'
@@ -90,9 +102,10 @@ chmod 644 "$tmp"/*.sql
 # that fails (e.g. someone reinstalls trading.so meanwhile on a shared
 # machine) is retried once and otherwise counts as 0
 run1() {
-    local port=$1 user=$2
-    as_postgres env PGPASSFILE="$BENCH_DIR/pgpass" pgbench -n -C -M simple -c "$CLIENTS" -j 2 \
-        -T "$SECONDS_PER_RUN" -f "$tmp/functions.sql" -h 127.0.0.1 -p "$port" -U "$user" postgres \
+    local host=$1 port=$2 user=$3
+    as_postgres env PGPASSFILE="$BENCH_DIR/pgpass" PGGSSENCMODE=disable \
+        pgbench -n -C -M simple -c "$CLIENTS" -j "$JOBS" \
+        -T "$SECONDS_PER_RUN" -f "$tmp/functions.sql" -h "$host" -p "$port" -U "$user" postgres \
         > "$tmp/out" 2>&1 || { echo 0; return; }
     awk '/^tps = .*including/ {v=$3} /^tps = / && !v {v=$3} END {print v+0}' "$tmp/out"
 }
@@ -119,15 +132,18 @@ node_ticks() {
         print $t' "$(head -n 1 "$BENCH_DIR/data/postmaster.pid")" "${bouncer_pids[@]}"
 }
 
+WORKLOADS="direct_scram pgbouncer_scram direct_trust pgbouncer_trust direct_unix pgbouncer_unix"
 declare -A runs cpu
 for r in $(seq "$ROUNDS"); do
-    for w in direct_scram pgbouncer_scram direct_trust pgbouncer_trust; do
+    for w in $WORKLOADS; do
         t0=$(node_ticks)
         case $w in
-            direct_scram) tps=$(run "$BENCH_PORT" bench_scram) ;;
-            pgbouncer_scram) tps=$(run "$BOUNCER_SCRAM_PORT" bench_scram) ;;
-            direct_trust) tps=$(run "$BENCH_PORT" bench_trust) ;;
-            pgbouncer_trust) tps=$(run "$BOUNCER_TRUST_PORT" bench_trust) ;;
+            direct_scram) tps=$(run 127.0.0.1 "$BENCH_PORT" bench_scram) ;;
+            pgbouncer_scram) tps=$(run 127.0.0.1 "$BOUNCER_SCRAM_PORT" bench_scram) ;;
+            direct_trust) tps=$(run 127.0.0.1 "$BENCH_PORT" bench_trust) ;;
+            pgbouncer_trust) tps=$(run 127.0.0.1 "$BOUNCER_TRUST_PORT" bench_trust) ;;
+            direct_unix) tps=$(run "$BENCH_DIR" "$BENCH_PORT" bench_trust) ;;
+            pgbouncer_unix) tps=$(run "$BENCH_DIR" "$BOUNCER_TRUST_PORT" bench_trust) ;;
         esac
         t1=$(node_ticks)
         # milliseconds of node CPU per transaction
@@ -144,14 +160,13 @@ ops=$(bench_psql -At -c "SELECT trading.correlation_flush(); SELECT count(*) FRO
 echo
 echo "median tps over $ROUNDS rounds of ${SECONDS_PER_RUN}s, $CLIENTS clients, pgbench -C (new connection per transaction):"
 declare -A med medcpu
-for w in direct_scram pgbouncer_scram direct_trust pgbouncer_trust; do
+for w in $WORKLOADS; do
     med[$w]=$(echo "${runs[$w]}" | tr ' ' '\n' | grep -v '^$' | median)
     medcpu[$w]=$(echo "${cpu[$w]}" | tr ' ' '\n' | grep -v '^$' | median)
     printf '  %-16s %10.0f tps  %7.3f ms node CPU/transaction\n' "$w" "${med[$w]}" "${medcpu[$w]}"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "inf" }'; }
-echo "  throughput pgbouncer / direct, SCRAM: $(ratio "${med[pgbouncer_scram]}" "${med[direct_scram]}")x (target >= 5x)"
-echo "  throughput pgbouncer / direct, trust: $(ratio "${med[pgbouncer_trust]}" "${med[direct_trust]}")x"
-echo "  node CPU per transaction direct / pgbouncer, SCRAM: $(ratio "${medcpu[direct_scram]}" "${medcpu[pgbouncer_scram]}")x"
-echo "  node CPU per transaction direct / pgbouncer, trust: $(ratio "${medcpu[direct_trust]}" "${medcpu[pgbouncer_trust]}")x"
+for k in scram trust unix; do
+    echo "  pgbouncer / direct, $k: throughput $(ratio "${med[pgbouncer_$k]}" "${med[direct_$k]}")x (target >= 5x), node CPU per transaction $(ratio "${medcpu[direct_$k]}" "${medcpu[pgbouncer_$k]}")x"
+done
 echo "  operations recorded by correlation tracking: $ops"
