@@ -26,6 +26,7 @@
 # the database node itself: CPU time of the postmaster and all its
 # children (reaped backends included) plus PgBouncer, per transaction.  In
 # production the clients are elsewhere and that is the node's capacity.
+# The clients' own CPU per transaction (pgbench, reaped) is printed too.
 # Run as root after scripts/setup.sh (or as postgres).  Results:
 # docs/LOAD_BALANCER_SETUP.md.
 set -euo pipefail
@@ -107,6 +108,9 @@ run1() {
         pgbench -n -C -M simple -c "$CLIENTS" -j "$JOBS" \
         -T "$SECONDS_PER_RUN" -f "$tmp/functions.sql" -h "$host" -p "$port" -U "$user" postgres \
         > "$tmp/out" 2>&1 || { echo 0; return; }
+    # this runs in a subshell ($(run1 ...)): its reaped children's CPU is
+    # pgbench's (through runuser), i.e. what the clients cost
+    awk '{print $16 + $17}' "/proc/$BASHPID/stat" > "$tmp/client_ticks"
     awk '/^tps = .*including/ {v=$3} /^tps = / && !v {v=$3} END {print v+0}' "$tmp/out"
 }
 run() {
@@ -133,7 +137,7 @@ node_ticks() {
 }
 
 WORKLOADS="direct_scram pgbouncer_scram direct_trust pgbouncer_trust direct_unix pgbouncer_unix"
-declare -A runs cpu
+declare -A runs cpu ccpu
 for r in $(seq "$ROUNDS"); do
     for w in $WORKLOADS; do
         t0=$(node_ticks)
@@ -149,9 +153,12 @@ for r in $(seq "$ROUNDS"); do
         # milliseconds of node CPU per transaction
         ms=$(awk -v t="$((t1 - t0))" -v tps="$tps" -v s="$SECONDS_PER_RUN" \
             'BEGIN { if (tps > 0) printf "%.3f", t * 10 / (tps * s); else print 0 }')
+        cms=$(awk -v t="$(cat "$tmp/client_ticks")" -v tps="$tps" -v s="$SECONDS_PER_RUN" \
+            'BEGIN { if (tps > 0) printf "%.3f", t * 10 / (tps * s); else print 0 }')
         runs[$w]="${runs[$w]:-} $tps"
         cpu[$w]="${cpu[$w]:-} $ms"
-        printf 'round %d  %-16s %10.0f tps  %7.3f ms node CPU/transaction\n' "$r" "$w" "$tps" "$ms"
+        ccpu[$w]="${ccpu[$w]:-} $cms"
+        printf 'round %d  %-16s %10.0f tps  %7.3f ms node CPU/transaction  %7.3f ms client CPU/transaction\n' "$r" "$w" "$tps" "$ms" "$cms"
     done
 done
 rm -rf "$tmp"
@@ -159,11 +166,12 @@ rm -rf "$tmp"
 ops=$(bench_psql -At -c "SELECT trading.correlation_flush(); SELECT count(*) FROM trading.operations WHERE operation = 'bench'" | tail -n 1)
 echo
 echo "median tps over $ROUNDS rounds of ${SECONDS_PER_RUN}s, $CLIENTS clients, pgbench -C (new connection per transaction):"
-declare -A med medcpu
+declare -A med medcpu medccpu
 for w in $WORKLOADS; do
     med[$w]=$(echo "${runs[$w]}" | tr ' ' '\n' | grep -v '^$' | median)
     medcpu[$w]=$(echo "${cpu[$w]}" | tr ' ' '\n' | grep -v '^$' | median)
-    printf '  %-16s %10.0f tps  %7.3f ms node CPU/transaction\n' "$w" "${med[$w]}" "${medcpu[$w]}"
+    medccpu[$w]=$(echo "${ccpu[$w]}" | tr ' ' '\n' | grep -v '^$' | median)
+    printf '  %-16s %10.0f tps  %7.3f ms node CPU/transaction  %7.3f ms client CPU/transaction\n' "$w" "${med[$w]}" "${medcpu[$w]}" "${medccpu[$w]}"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "inf" }'; }
 for k in scram trust unix; do
