@@ -7,6 +7,9 @@
  *   fresh_thp      the same with MADV_HUGEPAGE, as trading.encrypt does
  *   fresh_thp_Nk   the same, fed to the cipher N kB at a time
  *   populate_thp   MADV_HUGEPAGE, then MADV_POPULATE_WRITE before encrypting
+ *   copy_fresh_thp no cipher: memcpy() the value into a fresh buffer with
+ *                  MADV_HUGEPAGE, the floor for any function that returns
+ *                  a new 50 MB value on this machine
  * Run by bench/crypto_alloc.sh; results in docs/ENCRYPTION_BENCH.md.
  */
 #define _GNU_SOURCE
@@ -71,9 +74,10 @@ int
 main(void)
 {
 	static const char *names[] = {"warm", "fresh", "fresh_thp", "fresh_thp_16k",
-	"fresh_thp_256k", "fresh_thp_4096k", "populate_thp"};
-	static const size_t chunks[] = {N, N, N, 16 << 10, 256 << 10, 4096 << 10, N};
-	enum {NMODES = 7};
+	"fresh_thp_256k", "fresh_thp_4096k", "populate_thp", "copy_fresh_thp"};
+	static const size_t chunks[] = {N, N, N, 16 << 10, 256 << 10, 4096 << 10, N, N};
+	enum {NMODES = 8};
+	volatile unsigned char sink = 0;
 	double		t[NMODES][ROUNDS];
 	unsigned char *in = malloc(N), *warm = malloc(N + 16);
 
@@ -95,7 +99,11 @@ main(void)
 				advise(out, MADV_HUGEPAGE);
 			if (m == 6)
 				advise(out, MADV_POPULATE_WRITE);
-			encrypt(out, in, chunks[m]);
+			if (m == 7)
+				memcpy(out, in, N);
+			else
+				encrypt(out, in, chunks[m]);
+			sink ^= out[N / 2];
 			if (m > 0)
 				free(out);
 			t[m][r] = now_ms() - t0;
