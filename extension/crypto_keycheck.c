@@ -38,17 +38,8 @@ PGDLLEXPORT void crypto_keycheck_main(Datum arg);
 void
 crypto_keycheck_register(void)
 {
-	BackgroundWorker bgw;
-
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "trading");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "crypto_keycheck_main");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "trading key check");
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "trading key check");
-	RegisterBackgroundWorker(&bgw);
+	trading_register_worker("crypto_keycheck_main", "trading key check",
+							BgWorkerStart_ConsistentState, BGW_NEVER_RESTART);
 }
 
 void

@@ -98,6 +98,15 @@ extern void trading_require_primary(const char *action);
 /* Microseconds of CLOCK_MONOTONIC: the time base of all shared state. */
 extern int64 trading_monotonic_us(void);
 
+/*
+ * Register one of the extension's background workers (from _PG_init): it
+ * attaches shared memory and connects to a database, runs function_name
+ * of this library, and shows as name in pg_stat_activity.  start_time is a
+ * BgWorkerStartTime; restart_secs is BGW_NEVER_RESTART or seconds.
+ */
+extern void trading_register_worker(const char *function_name, const char *name,
+									int start_time, int restart_secs);
+
 #endif							/* TRADING_H */
 
 /* ---- crypto SQLSTATEs (TR1xx), appended by the crypto module ---- */

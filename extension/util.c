@@ -3,7 +3,8 @@
  * util.c
  *	  Small helpers shared by the SQL-callable functions of every module:
  *	  argument checks with the documented SQLSTATEs, the database check,
- *	  and the monotonic clock used by shared state.
+ *	  the monotonic clock used by shared state, and background worker
+ *	  registration.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,6 +15,7 @@
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "utils/builtins.h"
 
 void
@@ -89,4 +91,21 @@ trading_require_primary(const char *action)
 			 errmsg("%s is not possible on a standby server", action),
 			 errdetail("This server is a read-only replica; writes go to the primary."),
 			 errhint("Connect to the primary (set trading.primary_hint to name its address in this message).")));
+}
+
+void
+trading_register_worker(const char *function_name, const char *name,
+						int start_time, int restart_secs)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = (BgWorkerStartTime) start_time;
+	bgw.bgw_restart_time = restart_secs;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "trading");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "%s", function_name);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "%s", name);
+	RegisterBackgroundWorker(&bgw);
 }

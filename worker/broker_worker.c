@@ -113,8 +113,6 @@ bool		broker_poll_enabled = true;
 void
 broker_worker_init(void)
 {
-	BackgroundWorker bgw;
-
 	DefineCustomBoolVariable("trading.broker_worker",
 							 "Start the broker worker.",
 							 "When off, the postmaster does not start the worker that polls the broker.",
@@ -160,15 +158,8 @@ broker_worker_init(void)
 	if (!broker_worker_enabled)
 		return;
 
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = 5;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "trading");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "broker_worker_main");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "trading broker worker");
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "trading broker worker");
-	RegisterBackgroundWorker(&bgw);
+	trading_register_worker("broker_worker_main", "trading broker worker",
+							BgWorkerStart_RecoveryFinished, 5);
 }
 
 void

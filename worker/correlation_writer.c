@@ -117,17 +117,8 @@ static const char *end_sql =
 void
 corr_writer_register(void)
 {
-	BackgroundWorker bgw;
-
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
-	bgw.bgw_restart_time = 1;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "trading");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "correlation_writer_main");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "trading correlation writer");
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "trading correlation writer");
-	RegisterBackgroundWorker(&bgw);
+	trading_register_worker("correlation_writer_main", "trading correlation writer",
+							BgWorkerStart_ConsistentState, 1);
 }
 
 static void
