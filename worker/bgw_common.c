@@ -57,6 +57,20 @@ database_exists(const char *name)
 	return found;
 }
 
+void
+trading_bgw_nap(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
 static void
 wait_for_database(pg_atomic_uint32 *database_seen, const char *worker_name)
 {
@@ -73,14 +87,7 @@ wait_for_database(pg_atomic_uint32 *database_seen, const char *worker_name)
 			pg_atomic_write_u32(database_seen, 1);
 			proc_exit(1);		/* restarted by the postmaster, connects */
 		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		trading_bgw_nap(1000L);
 	}
 }
 

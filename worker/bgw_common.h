@@ -29,4 +29,10 @@ extern void trading_bgw_connect(pg_atomic_uint32 *database_seen,
 extern void trading_bgw_begin_xact(const char *activity);
 extern void trading_bgw_commit_xact(void);
 
+/*
+ * Sleep up to ms on the process latch (woken early by SetLatch), exiting
+ * if the postmaster dies; then handle interrupts and a pending SIGHUP.
+ */
+extern void trading_bgw_nap(long ms);
+
 #endif

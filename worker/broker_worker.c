@@ -298,14 +298,7 @@ wait_for_extension(void)
 					(errmsg("trading broker worker waiting for CREATE EXTENSION trading in database \"%s\"",
 							trading_database)));
 		logged = true;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		trading_bgw_nap(1000L);
 	}
 }
 
