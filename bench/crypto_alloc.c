@@ -42,7 +42,7 @@ now_ms(void)
 }
 
 static void
-encrypt(unsigned char *out, const unsigned char *in, size_t chunk)
+gcm_seal(unsigned char *out, const unsigned char *in, size_t chunk)
 {
 	int			l;
 
@@ -102,7 +102,7 @@ main(void)
 			if (m == 7)
 				memcpy(out, in, N);
 			else
-				encrypt(out, in, chunks[m]);
+				gcm_seal(out, in, chunks[m]);
 			sink ^= out[N / 2];
 			if (m > 0)
 				free(out);
