@@ -4,14 +4,24 @@
 #   make install         install all of it into the server found by pg_config
 #   make installcheck    run pg_regress (temporary instance) and the TAP tests
 #
-# One shared library from extension/*.c and worker/*.c; the install script
-# trading--1.0.sql is assembled from extension/sql/*.sql in name order.
+# One shared library from extension/*.c and worker/*.c.  Scripts:
+#   trading--$(EXTVERSION).sql   the full install script of the current
+#                                version: extension/sql/*.sql in name order
+#   trading--1.0--1.1.sql        the upgrade from 1.0:
+#                                extension/versions/1.0--1.1/*.sql in name order
+#   extension/versions/trading--1.0.sql
+#                                1.0's install script, frozen as released
+# The upgrade test (t/005_upgrade.pl) checks that a 1.0 install with data,
+# updated, equals a fresh install of the current version.
 
 EXTENSION = trading
+EXTVERSION = 1.1
 MODULE_big = trading
 EXT_SRCS = $(sort $(wildcard extension/*.c worker/*.c))
 OBJS = $(EXT_SRCS:.c=.o)
-DATA_built = trading--1.0.sql
+UPGRADES = trading--1.0--1.1.sql
+DATA_built = trading--$(EXTVERSION).sql $(UPGRADES)
+DATA = extension/versions/trading--1.0.sql
 PGFILEDESC = "trading - operational core of an algorithmic trading desk"
 
 PG_CONFIG ?= pg_config
@@ -31,7 +41,12 @@ EXTRA_CLEAN = tmp_check_regress results regression.diffs regression.out
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-trading--1.0.sql: $(sort $(wildcard extension/sql/*.sql))
+trading--$(EXTVERSION).sql: $(sort $(wildcard extension/sql/*.sql)) trading.control
+	@grep -q "^default_version = '$(EXTVERSION)'" trading.control || \
+		{ echo "trading.control: default_version is not $(EXTVERSION)"; exit 1; }
+	cat $(filter %.sql,$^) > $@
+
+trading--1.0--1.1.sql: $(sort $(wildcard extension/versions/1.0--1.1/*.sql))
 	cat $^ > $@
 
 # PGXS does not track header dependencies: rebuild every object when a

@@ -14,5 +14,8 @@ rsync -a --delete --exclude .git --exclude tmp_check --exclude tmp_check_regress
 rsync -a "${TRADING_SHARED:-$src/../shared}/" "$dev/shared/"
 chown -R postgres:postgres "$dev"
 cd "$dev/src"
+# PG_CONFIG selects the installation (a private one from scripts/pgtree.sh)
+pg_config=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+bindir=$("$pg_config" --bindir)
 exec runuser -u postgres -- env TRADING_SHARED="$dev/shared" \
-    PATH="/usr/lib/postgresql/15/bin:$PATH" make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config "$@"
+    PATH="$bindir:$PATH" make -s PG_CONFIG="$pg_config" "$@"

@@ -5,9 +5,12 @@ SELECT extname, extversion, extrelocatable, n.nspname
 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE extname = 'trading';
 
--- The three roles exist, cannot log in, and include each other.
+-- The four roles exist, cannot log in, and include each other.
 SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'trading\_%' ORDER BY 1;
-SELECT pg_has_role('trading_admin', 'trading_analyst', 'MEMBER') AS admin_is_analyst,
+SELECT pg_has_role('trading_admin', 'trading_trader', 'MEMBER') AS admin_is_trader,
+       pg_has_role('trading_trader', 'trading_analyst', 'MEMBER') AS trader_is_analyst,
+       pg_has_role('trading_analyst', 'trading_trader', 'MEMBER') AS analyst_is_trader,
+       pg_has_role('trading_admin', 'trading_analyst', 'MEMBER') AS admin_is_analyst,
        pg_has_role('trading_analyst', 'trading_reader', 'MEMBER') AS analyst_is_reader,
        pg_has_role('trading_reader', 'trading_analyst', 'MEMBER') AS reader_is_analyst;
 

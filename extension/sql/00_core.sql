@@ -1,5 +1,6 @@
--- trading 1.0: core.  The install script trading--1.0.sql is the
--- concatenation of extension/sql/*.sql in name order (see Makefile).
+-- trading: core.  The install script of the current version is the
+-- concatenation of extension/sql/*.sql in name order (see Makefile).  Every
+-- change here ships with its upgrade in extension/versions/.
 
 \echo Use "CREATE EXTENSION trading" to load this file. \quit
 
@@ -21,6 +22,7 @@ $$;
 --   trading_reader   views and metrics
 --   trading_analyst  + the functions an analyst calls (rate limiting,
 --                    correlation, passphrase encryption)
+--   trading_trader   + placing, modifying and cancelling orders
 --   trading_admin    + keys, credentials and configuration
 DO $$
 BEGIN
@@ -30,12 +32,16 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'trading_analyst') THEN
         CREATE ROLE trading_analyst NOLOGIN;
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'trading_trader') THEN
+        CREATE ROLE trading_trader NOLOGIN;
+    END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'trading_admin') THEN
         CREATE ROLE trading_admin NOLOGIN;
     END IF;
 END
 $$;
 GRANT trading_reader TO trading_analyst;
-GRANT trading_analyst TO trading_admin;
+GRANT trading_analyst TO trading_trader;
+GRANT trading_trader TO trading_admin;
 
 GRANT USAGE ON SCHEMA @extschema@ TO trading_reader;

@@ -1,0 +1,1 @@
+../../sql/99_privileges.sql
