@@ -25,6 +25,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 echo "== building and installing trading"
-export PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 make -s -j2 PG_CONFIG="$PG_CONFIG"
 make -s install PG_CONFIG="$PG_CONFIG"

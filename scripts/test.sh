@@ -5,6 +5,10 @@
 # Exits non-zero when any suite fails, after printing its diffs and logs.
 set -uo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
+# PG_CONFIG selects the installation (default: Debian's PostgreSQL 15; a
+# developer may point it at a private copy from scripts/pgtree.sh)
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+bindir=$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 
 bash "$src/scripts/setup.sh" || { echo "setup failed"; exit 1; }
 
@@ -21,7 +25,7 @@ chown -R postgres:postgres "$work"
 
 as_pg() {
     runuser -u postgres -- env -C "$work/src" TRADING_SHARED="$work/shared" \
-        PATH="/usr/lib/postgresql/15/bin:$PATH" "$@"
+        PATH="$bindir:$PATH" "$@"
 }
 
 passed=0; failed=0; failed_names=()
@@ -37,14 +41,14 @@ run_suite() {
 }
 
 regress() {
-    as_pg make -s regresscheck PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config && return 0
+    as_pg make -s regresscheck PG_CONFIG="$PG_CONFIG" && return 0
     echo "---- regression.diffs"
     cat "$work/src/regression.diffs" 2>/dev/null
     return 1
 }
 
 tap() {
-    as_pg make -s tapcheck PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config && return 0
+    as_pg make -s tapcheck PG_CONFIG="$PG_CONFIG" && return 0
     for f in "$work"/src/tmp_check/log/regress_log_*; do
         [ -f "$f" ] || continue
         echo "---- $f (last 60 lines)"
