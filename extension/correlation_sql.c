@@ -70,7 +70,6 @@ static int	corr_depth = 0;
 static int	corr_capacity = 0;
 
 static bool corr_exit_registered = false;
-static bool corr_database_checked = false;
 static Oid	corr_cached_userid = InvalidOid;
 static char corr_cached_user[NAMEDATALEN];
 
@@ -220,11 +219,7 @@ corr_sql_init(void)
 static void
 corr_prepare(void)
 {
-	if (!corr_database_checked)
-	{
-		trading_check_database();
-		corr_database_checked = true;
-	}
+	trading_check_database();
 	if (corr_shared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -106,7 +106,6 @@ typedef struct CryptoBackendKeys
 
 static CryptoBackendKeys *bkeys = NULL;
 static Size bkeys_size = 0;
-static bool crypto_database_checked = false;
 
 /* GUCs */
 static char *crypto_key_command = NULL;
@@ -407,11 +406,7 @@ require_key(void)
 				 errmsg("the server key is not loaded"),
 				 errdetail("%s", crypto_key_load_error()),
 				 errhint("Set trading.key_command to a program that prints the key (see docs/ENCRYPTION.md) and restart the server; the server log shows why loading failed.")));
-	if (!crypto_database_checked)
-	{
-		trading_check_database();
-		crypto_database_checked = true;
-	}
+	trading_check_database();
 }
 
 /*

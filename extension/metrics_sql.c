@@ -30,16 +30,11 @@ PG_FUNCTION_INFO_V1(metrics_histograms);
 PG_FUNCTION_INFO_V1(metrics_counters);
 PG_FUNCTION_INFO_V1(metrics_noop);
 
-static bool metrics_database_checked = false;
 
 static void
 metrics_prepare(void)
 {
-	if (!metrics_database_checked)
-	{
-		trading_check_database();
-		metrics_database_checked = true;
-	}
+	trading_check_database();
 }
 
 /*

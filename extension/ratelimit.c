@@ -12,21 +12,27 @@
  *
  * Locking rules
  * -------------
+ * - No LWLock or spinlock of the limiter is ever held across SPI, catalog
+ *   access, memory allocation, I/O, or anything else that can wait or raise
+ *   an error.  Work that can fail happens before a lock is taken; what runs
+ *   under a lock cannot fail, so no flag (reconfiguring) is ever left set.
  * - The hot path (a grant attempt) takes exactly one spinlock: the mutex of
- *   its endpoint.  Under it, it reads the clock, checks every limit (one ring
- *   lookup each) and writes c timestamps per limit.  Nothing that can error
- *   or allocate happens under a spinlock.  Endpoints never share a lock.
+ *   its endpoint.  Under it, it checks every limit (one ring lookup each)
+ *   and writes c timestamps per limit.  Endpoints never share a lock.
  * - RateEndpoint fields, and the rings its limits point to, are read and
  *   written only under that endpoint's mutex.  The exceptions are in_use,
  *   nlimits and each limit's n, per_us and offset: they change only while
  *   the LWLock is held exclusively *and* the mutex is held, so a holder of
- *   either may read them.  wait_next[p] is protected by
- *   the mutex of the endpoint whose queue p is in.
- * - Configuration changes (ratelimit_sync) hold rl_shared->lock exclusively,
- *   which serialises them against each other; they modify an endpoint under
- *   its mutex as well, so the hot path never needs the LWLock.  The slot pool
- *   (slots_used, compaction) is only touched under the LWLock; compaction
- *   moves one ring at a time while holding that ring's endpoint mutex.
+ *   either may read them.  wait_next[p] is protected by the mutex of the
+ *   endpoint whose queue p is in.
+ * - Configuration changes (ratelimit_sync) read trading.rate_limits into
+ *   local memory first, with no lock of the limiter held (the read may wait
+ *   for a table lock, interruptibly), then take ratelimit_shared->lock
+ *   exclusively to apply the result, which serialises them against each
+ *   other; they modify an endpoint under its mutex as well, so the hot path
+ *   never needs the LWLock.  The slot pool (slots_used, compaction) is only
+ *   touched under the LWLock; compaction moves one ring at a time while
+ *   holding that ring's endpoint mutex.
  * - Backends find an endpoint through a backend-local cache of (name ->
  *   index, generation); the generation, checked under the mutex, detects a
  *   slot that was dropped or reused since the cache entry was made.  The
@@ -37,47 +43,50 @@
  *
  * Time is CLOCK_MONOTONIC in microseconds.  The hot path reads it just
  * before taking the mutex and, under the mutex, raises it to the newest
- * recorded timestamp if another backend got in between (rl_clamp_now), so
- * the timestamps of each ring are non-decreasing and check and record use
+ * recorded timestamp if another backend got in between
+ * (ratelimit_clamp_now), so the timestamps of each ring are non-decreasing and check and record use
  * one consistent time.
  *
  *-------------------------------------------------------------------------
  */
 #include "trading.h"
-#include "ratelimit.h"
+#include "ratelimit_int.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-RateLimiterShared *rl_shared = NULL;
+RateLimiterShared *ratelimit_shared = NULL;
 
-static int	rl_max_endpoints = 64;
-static int	rl_nslots = 262144;
+static int	ratelimit_max_endpoints = 64;
+static int	ratelimit_nslots = 262144;
 
 /* backend-local cache: endpoint name -> array index and generation */
-typedef struct RlCacheEntry
+typedef struct RateLimitCacheEntry
 {
-	char		name[RL_NAME_LEN];
+	char		name[RATELIMIT_NAME_LEN];
 	int			index;
 	uint32		generation;
-} RlCacheEntry;
+} RateLimitCacheEntry;
 
-static HTAB *rl_cache = NULL;
-static RlCacheEntry *rl_last = NULL;	/* the entry found last */
+static HTAB *ratelimit_cache = NULL;
+static RateLimitCacheEntry *ratelimit_last = NULL;	/* the entry found last */
 
 /* this transaction modified trading.rate_limits */
-static bool rl_xact_dirty = false;
-static bool rl_callbacks_registered = false;
+static bool ratelimit_xact_dirty = false;
+static bool ratelimit_callbacks_registered = false;
 
 static Size
 ratelimit_shmem_size(void)
@@ -85,9 +94,9 @@ ratelimit_shmem_size(void)
 	Size		size;
 
 	size = offsetof(RateLimiterShared, endpoints);
-	size = add_size(size, mul_size(rl_max_endpoints, sizeof(RateEndpoint)));
+	size = add_size(size, mul_size(ratelimit_max_endpoints, sizeof(RateEndpoint)));
 	size = MAXALIGN(size);
-	size = add_size(size, mul_size(rl_nslots, sizeof(int64)));
+	size = add_size(size, mul_size(ratelimit_nslots, sizeof(int64)));
 	size = add_size(size, mul_size(MaxBackends + NUM_AUXILIARY_PROCS, sizeof(int)));
 	return size;
 }
@@ -98,14 +107,14 @@ ratelimit_init(void)
 	DefineCustomIntVariable("trading.rate_limit_max_endpoints",
 							"Maximum number of rate-limited endpoints.",
 							NULL,
-							&rl_max_endpoints,
+							&ratelimit_max_endpoints,
 							64, 1, 10000,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("trading.rate_limit_slots",
 							"Timestamp slots shared by all rate limits (8 bytes each).",
 							"A limit of N requests per window uses N slots.",
-							&rl_nslots,
+							&ratelimit_nslots,
 							262144, 1024, 134217728,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
@@ -124,37 +133,37 @@ ratelimit_shmem_startup(void)
 	bool		found;
 	char	   *base;
 
-	rl_shared = ShmemInitStruct("trading.ratelimit", ratelimit_shmem_size(),
+	ratelimit_shared = ShmemInitStruct("trading.ratelimit", ratelimit_shmem_size(),
 								&found);
 	if (found)
 		return;
 
-	memset(rl_shared, 0, offsetof(RateLimiterShared, endpoints));
-	rl_shared->lock = &(GetNamedLWLockTranche("trading.ratelimit"))->lock;
-	pg_atomic_init_u64(&rl_shared->config_gen, 1);
-	pg_atomic_init_u64(&rl_shared->applied_gen, 0);
-	rl_shared->max_endpoints = rl_max_endpoints;
-	rl_shared->nprocs = MaxBackends + NUM_AUXILIARY_PROCS;
-	rl_shared->nslots = rl_nslots;
-	rl_shared->slots_used = 0;
+	memset(ratelimit_shared, 0, offsetof(RateLimiterShared, endpoints));
+	ratelimit_shared->lock = &(GetNamedLWLockTranche("trading.ratelimit"))->lock;
+	pg_atomic_init_u64(&ratelimit_shared->config_gen, 1);
+	pg_atomic_init_u64(&ratelimit_shared->applied_gen, 0);
+	ratelimit_shared->max_endpoints = ratelimit_max_endpoints;
+	ratelimit_shared->nprocs = MaxBackends + NUM_AUXILIARY_PROCS;
+	ratelimit_shared->nslots = ratelimit_nslots;
+	ratelimit_shared->slots_used = 0;
 
-	base = (char *) rl_shared;
+	base = (char *) ratelimit_shared;
 	base += MAXALIGN(offsetof(RateLimiterShared, endpoints) +
-					 rl_max_endpoints * sizeof(RateEndpoint));
-	rl_shared->slots = (int64 *) base;
-	base += rl_nslots * sizeof(int64);
-	rl_shared->wait_next = (int *) base;
+					 ratelimit_max_endpoints * sizeof(RateEndpoint));
+	ratelimit_shared->slots = (int64 *) base;
+	base += ratelimit_nslots * sizeof(int64);
+	ratelimit_shared->wait_next = (int *) base;
 
-	for (int i = 0; i < rl_max_endpoints; i++)
+	for (int i = 0; i < ratelimit_max_endpoints; i++)
 	{
-		RateEndpoint *ep = &rl_shared->endpoints[i];
+		RateEndpoint *ep = &ratelimit_shared->endpoints[i];
 
 		memset(ep, 0, sizeof(RateEndpoint));
 		SpinLockInit(&ep->mutex);
 		ep->queue_head = ep->queue_tail = -1;
 	}
-	for (int i = 0; i < rl_shared->nprocs; i++)
-		rl_shared->wait_next[i] = -1;
+	for (int i = 0; i < ratelimit_shared->nprocs; i++)
+		ratelimit_shared->wait_next[i] = -1;
 
 	/* windows saved at the last clean shutdown (ratelimit_persist.c) */
 	ratelimit_persist_startup();
@@ -167,9 +176,9 @@ ratelimit_shmem_startup(void)
 
 /* Timestamp of the k-th oldest (1-based) of the recorded units. */
 static inline int64
-rl_kth_oldest(RateLimit *lim, int k)
+ratelimit_kth_oldest(RateLimit *lim, int k)
 {
-	int64	   *ring = rl_shared->slots + lim->offset;
+	int64	   *ring = ratelimit_shared->slots + lim->offset;
 	int			oldest = (lim->next - lim->count + lim->n) % lim->n;
 
 	return ring[(oldest + k - 1) % lim->n];
@@ -180,7 +189,7 @@ rl_kth_oldest(RateLimit *lim, int k)
  * timestamp already recorded: use the newer one, so rings stay ordered.
  */
 int64
-rl_clamp_now(RateEndpoint *ep, int64 now)
+ratelimit_clamp_now(RateEndpoint *ep, int64 now)
 {
 	return Max(now, ep->newest);
 }
@@ -191,7 +200,7 @@ rl_clamp_now(RateEndpoint *ep, int64 now)
  * of them, i.e. the k-th oldest, k = count + cost - n, must lie outside.
  */
 bool
-rl_allowed(RateEndpoint *ep, int cost, int64 now, int64 *retry_after_us)
+ratelimit_allowed(RateEndpoint *ep, int cost, int64 now, int64 *retry_after_us)
 {
 	bool		ok = true;
 	int64		wait = 0;
@@ -204,7 +213,7 @@ rl_allowed(RateEndpoint *ep, int cost, int64 now, int64 *retry_after_us)
 
 		if (k <= 0)
 			continue;
-		t = rl_kth_oldest(lim, k);
+		t = ratelimit_kth_oldest(lim, k);
 		if (t > now - lim->per_us)
 		{
 			ok = false;
@@ -217,12 +226,12 @@ rl_allowed(RateEndpoint *ep, int cost, int64 now, int64 *retry_after_us)
 }
 
 void
-rl_record(RateEndpoint *ep, int cost, int64 now)
+ratelimit_record(RateEndpoint *ep, int cost, int64 now)
 {
 	for (int i = 0; i < ep->nlimits; i++)
 	{
 		RateLimit  *lim = &ep->limits[i];
-		int64	   *ring = rl_shared->slots + lim->offset;
+		int64	   *ring = ratelimit_shared->slots + lim->offset;
 
 		for (int c = 0; c < cost; c++)
 		{
@@ -235,8 +244,18 @@ rl_record(RateEndpoint *ep, int cost, int64 now)
 	ep->newest = now;
 }
 
+int64
+ratelimit_min_per(RateEndpoint *ep)
+{
+	int64		m = PG_INT64_MAX;
+
+	for (int i = 0; i < ep->nlimits; i++)
+		m = Min(m, ep->limits[i].per_us);
+	return m;
+}
+
 int
-rl_min_n(RateEndpoint *ep)
+ratelimit_min_n(RateEndpoint *ep)
 {
 	int			m = INT_MAX;
 
@@ -251,7 +270,7 @@ rl_min_n(RateEndpoint *ep)
  * the oldest timestamp inside the window (or 0).
  */
 int32
-rl_used(RateLimit *lim, int64 now, int64 *oldest_in_window)
+ratelimit_used(RateLimit *lim, int64 now, int64 *oldest_in_window)
 {
 	int			lo = 1,
 				hi = lim->count + 1;
@@ -261,18 +280,18 @@ rl_used(RateLimit *lim, int64 now, int64 *oldest_in_window)
 	{
 		int			mid = lo + (hi - lo) / 2;
 
-		if (rl_kth_oldest(lim, mid) > now - lim->per_us)
+		if (ratelimit_kth_oldest(lim, mid) > now - lim->per_us)
 			hi = mid;
 		else
 			lo = mid + 1;
 	}
 	if (oldest_in_window)
-		*oldest_in_window = (lo <= lim->count) ? rl_kth_oldest(lim, lo) : 0;
+		*oldest_in_window = (lo <= lim->count) ? ratelimit_kth_oldest(lim, lo) : 0;
 	return lim->count - lo + 1;
 }
 
 void
-rl_wake(int procno)
+ratelimit_wake(int procno)
 {
 	if (procno >= 0)
 		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
@@ -284,52 +303,52 @@ rl_wake(int procno)
  */
 
 static void
-rl_cache_init(void)
+ratelimit_cache_init(void)
 {
 	HASHCTL		ctl;
 
-	ctl.keysize = RL_NAME_LEN;
-	ctl.entrysize = sizeof(RlCacheEntry);
+	ctl.keysize = RATELIMIT_NAME_LEN;
+	ctl.entrysize = sizeof(RateLimitCacheEntry);
 	ctl.hcxt = TopMemoryContext;
-	rl_cache = hash_create("trading rate limit cache", 64, &ctl,
+	ratelimit_cache = hash_create("trading rate limit cache", 64, &ctl,
 						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 }
 
 /*
  * Index of the endpoint called name, or -1.  *generation is the slot's
  * generation when found; the caller re-checks it under the mutex and calls
- * rl_forget() and retries once if it changed.
+ * ratelimit_forget() and retries once if it changed.
  */
 int
-rl_lookup(const char *name, uint32 *generation)
+ratelimit_lookup(const char *name, uint32 *generation)
 {
-	RlCacheEntry *ce;
+	RateLimitCacheEntry *ce;
 	int			found = -1;
 	bool		hit;
 
-	if (strlen(name) >= RL_NAME_LEN)
+	if (strlen(name) >= RATELIMIT_NAME_LEN)
 		return -1;
 	/* most callers use one endpoint over and over */
-	if (rl_last && strcmp(rl_last->name, name) == 0)
+	if (ratelimit_last && strcmp(ratelimit_last->name, name) == 0)
 	{
-		*generation = rl_last->generation;
-		return rl_last->index;
+		*generation = ratelimit_last->generation;
+		return ratelimit_last->index;
 	}
-	if (rl_cache == NULL)
-		rl_cache_init();
+	if (ratelimit_cache == NULL)
+		ratelimit_cache_init();
 
-	ce = hash_search(rl_cache, name, HASH_FIND, NULL);
+	ce = hash_search(ratelimit_cache, name, HASH_FIND, NULL);
 	if (ce)
 	{
-		rl_last = ce;
+		ratelimit_last = ce;
 		*generation = ce->generation;
 		return ce->index;
 	}
 
-	LWLockAcquire(rl_shared->lock, LW_SHARED);
-	for (int i = 0; i < rl_shared->max_endpoints; i++)
+	LWLockAcquire(ratelimit_shared->lock, LW_SHARED);
+	for (int i = 0; i < ratelimit_shared->max_endpoints; i++)
 	{
-		RateEndpoint *ep = &rl_shared->endpoints[i];
+		RateEndpoint *ep = &ratelimit_shared->endpoints[i];
 
 		SpinLockAcquire(&ep->mutex);
 		if (ep->in_use && strcmp(ep->name, name) == 0)
@@ -341,99 +360,130 @@ rl_lookup(const char *name, uint32 *generation)
 		if (found >= 0)
 			break;
 	}
-	LWLockRelease(rl_shared->lock);
+	LWLockRelease(ratelimit_shared->lock);
 
 	if (found >= 0)
 	{
-		ce = hash_search(rl_cache, name, HASH_ENTER, &hit);
+		ce = hash_search(ratelimit_cache, name, HASH_ENTER, &hit);
 		ce->index = found;
 		ce->generation = *generation;
-		rl_last = ce;
+		ratelimit_last = ce;
 	}
 	return found;
 }
 
 void
-rl_forget(const char *name)
+ratelimit_forget(const char *name)
 {
-	rl_last = NULL;
-	if (rl_cache && strlen(name) < RL_NAME_LEN)
-		hash_search(rl_cache, name, HASH_REMOVE, NULL);
-}
-
-RateLimitResult
-ratelimit_try(const char *endpoint, int cost, int64 *retry_after_us)
-{
-	return ratelimit_try_ext(endpoint, cost, retry_after_us, true);
+	ratelimit_last = NULL;
+	if (ratelimit_cache && strlen(name) < RATELIMIT_NAME_LEN)
+		hash_search(ratelimit_cache, name, HASH_REMOVE, NULL);
 }
 
 /*
- * As ratelimit_try; count_refusal = false is for rate_limit_acquire, whose
- * first attempt is not a refusal when it goes on to wait.
+ * The public try: a worker's request (priority over SQL callers, see
+ * ratelimit_grant), counted as a refusal when refused.
  */
 RateLimitResult
-ratelimit_try_ext(const char *endpoint, int cost, int64 *retry_after_us,
-				  bool count_refusal)
+ratelimit_try(const char *endpoint, int cost, int64 margin_us,
+			  int64 *retry_after_us)
 {
+	RateLimitResult r;
+	int64		wait = 0;
+
+	r = ratelimit_grant(endpoint, cost, Max(margin_us, 0),
+						RATELIMIT_WORKER | RATELIMIT_COUNT_REFUSAL, &wait);
+	if (r == RATELIMIT_REFUSED && wait <= 0)
+		wait = 1000;
+	if (retry_after_us)
+		*retry_after_us = wait;
+	return r;
+}
+
+/*
+ * One grant attempt under the endpoint's mutex.  flags: RATELIMIT_WORKER
+ * for a worker, whose request passes SQL waiters and, when refused,
+ * reserves the next free units (worker_until) so that SQL callers cannot
+ * take them first; RATELIMIT_COUNT_REFUSAL to count a refusal (not for
+ * rate_limit_acquire's first attempt, which goes on to wait).  An SQL
+ * caller is refused while a worker's reservation runs or while the head of
+ * the acquire queue holds the queue (queue_holds).  The request must also
+ * have been allowed margin_us ago.
+ */
+RateLimitResult
+ratelimit_grant(const char *endpoint, int cost, int64 margin_us, int flags,
+				int64 *retry_after_us)
+{
+	bool		worker = (flags & RATELIMIT_WORKER) != 0;
+	int			count_refusal = (flags & RATELIMIT_COUNT_REFUSAL) ? 1 : 0;
+
 	for (int attempt = 0; attempt < 2; attempt++)
 	{
 		uint32		gen;
-		int			idx = rl_lookup(endpoint, &gen);
+		int			idx = ratelimit_lookup(endpoint, &gen);
 		RateEndpoint *ep;
 		RateLimitResult result;
 		int64		wait = 0;
 		int64		now;
 
 		if (idx < 0)
-			return RL_UNKNOWN_ENDPOINT;
-		ep = &rl_shared->endpoints[idx];
+			return RATELIMIT_UNKNOWN_ENDPOINT;
+		ep = &ratelimit_shared->endpoints[idx];
 
 		/*
 		 * Read the clock before taking the lock, to keep the lock short.
 		 * Another backend may have recorded a later time meanwhile; using the
-		 * later of the two keeps every ring ordered (rl_clamp_now).
+		 * later of the two keeps every ring ordered (ratelimit_clamp_now).
 		 */
 		now = trading_monotonic_us();
 		SpinLockAcquire(&ep->mutex);
 		if (!ep->in_use || ep->generation != gen)
 		{
 			SpinLockRelease(&ep->mutex);
-			rl_forget(endpoint);
+			ratelimit_forget(endpoint);
 			continue;
 		}
-		if (cost < 1 || cost > rl_min_n(ep))
+		now = ratelimit_clamp_now(ep, now);
+		if (cost < 1 || cost > ratelimit_min_n(ep))
 		{
-			wait = rl_min_n(ep);
-			result = RL_BAD_COST;
+			wait = ratelimit_min_n(ep);
+			result = RATELIMIT_BAD_COST;
 		}
 		else if (ep->reconfiguring)
 		{
 			/* limits are being replaced; fail closed for a moment */
 			wait = 1000;
 			ep->refused_total += count_refusal;
-			result = RL_REFUSED;
+			result = RATELIMIT_REFUSED;
 		}
-		else if (ep->queue_len > 0)
+		else if (!worker && ep->worker_until > now)
+		{
+			/* a refused worker request comes first */
+			ratelimit_allowed(ep, cost, now, &wait);
+			wait = Max(wait, ep->worker_until - now);
+			ep->refused_total += count_refusal;
+			result = RATELIMIT_REFUSED;
+		}
+		else if (!worker && ep->queue_len > 0 && ep->queue_holds)
 		{
 			/* waiters arrived first: they are served in order */
-			rl_allowed(ep, cost, rl_clamp_now(ep, now), &wait);
+			ratelimit_allowed(ep, cost, now, &wait);
 			ep->refused_total += count_refusal;
-			result = RL_REFUSED;
+			result = RATELIMIT_REFUSED;
+		}
+		else if (ratelimit_allowed(ep, cost, now - margin_us, &wait))
+		{
+			ratelimit_record(ep, cost, now);
+			ep->granted_total++;
+			result = RATELIMIT_GRANTED;
 		}
 		else
 		{
-			now = rl_clamp_now(ep, now);
-			if (rl_allowed(ep, cost, now, &wait))
-			{
-				rl_record(ep, cost, now);
-				ep->granted_total++;
-				result = RL_GRANTED;
-			}
-			else
-			{
-				ep->refused_total += count_refusal;
-				result = RL_REFUSED;
-			}
+			if (worker)
+				ep->worker_until = Max(ep->worker_until,
+									   now + wait + RATELIMIT_WORKER_SLACK_US);
+			ep->refused_total += count_refusal;
+			result = RATELIMIT_REFUSED;
 		}
 		SpinLockRelease(&ep->mutex);
 
@@ -441,7 +491,7 @@ ratelimit_try_ext(const char *endpoint, int cost, int64 *retry_after_us,
 			*retry_after_us = wait;
 		return result;
 	}
-	return RL_UNKNOWN_ENDPOINT;
+	return RATELIMIT_UNKNOWN_ENDPOINT;
 }
 
 /* ---------------------------------------------------------------------
@@ -449,24 +499,25 @@ ratelimit_try_ext(const char *endpoint, int cost, int64 *retry_after_us,
  * ---------------------------------------------------------------------
  */
 
-typedef struct RlConfLimit
+typedef struct RateLimitConfLimit
 {
 	int64		per_us;
 	int32		n;
-} RlConfLimit;
+} RateLimitConfLimit;
 
-typedef struct RlConfEndpoint
+typedef struct RateLimitConfEndpoint
 {
-	char		name[RL_NAME_LEN];
+	char		name[RATELIMIT_NAME_LEN];
 	int			nlimits;
-	RlConfLimit limits[RL_MAX_LIMITS];
+	RateLimitConfLimit limits[RATELIMIT_MAX_LIMITS];
 	int			index;			/* slot in shared memory, -1 if new */
 	int64		delta;			/* slots after minus slots before */
 	bool		unchanged;
-} RlConfEndpoint;
+	int64	   *seed[RATELIMIT_MAX_LIMITS];	/* n slots per limit, for the apply */
+} RateLimitConfEndpoint;
 
 static void
-rl_xact_callback(XactEvent event, void *arg)
+ratelimit_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
@@ -474,10 +525,10 @@ rl_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			if (rl_xact_dirty)
+			if (ratelimit_xact_dirty)
 			{
-				pg_atomic_fetch_add_u64(&rl_shared->config_gen, 1);
-				rl_xact_dirty = false;
+				pg_atomic_fetch_add_u64(&ratelimit_shared->config_gen, 1);
+				ratelimit_xact_dirty = false;
 			}
 			break;
 		default:
@@ -486,12 +537,12 @@ rl_xact_callback(XactEvent event, void *arg)
 }
 
 static void
-rl_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+ratelimit_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					SubTransactionId parentSubid, void *arg)
 {
 	/* a rolled-back savepoint may have undone a change: re-read later */
-	if (event == SUBXACT_EVENT_ABORT_SUB && rl_xact_dirty)
-		pg_atomic_fetch_add_u64(&rl_shared->config_gen, 1);
+	if (event == SUBXACT_EVENT_ABORT_SUB && ratelimit_xact_dirty)
+		pg_atomic_fetch_add_u64(&ratelimit_shared->config_gen, 1);
 }
 
 /*
@@ -500,31 +551,48 @@ rl_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
  * must re-read the table when it ends.
  */
 void
-rl_mark_changed(void)
+ratelimit_mark_changed(void)
 {
-	if (!rl_callbacks_registered)
+	if (!ratelimit_callbacks_registered)
 	{
-		RegisterXactCallback(rl_xact_callback, NULL);
-		RegisterSubXactCallback(rl_subxact_callback, NULL);
-		rl_callbacks_registered = true;
+		RegisterXactCallback(ratelimit_xact_callback, NULL);
+		RegisterSubXactCallback(ratelimit_subxact_callback, NULL);
+		ratelimit_callbacks_registered = true;
 	}
-	rl_xact_dirty = true;
+	ratelimit_xact_dirty = true;
 }
 
-/* Read the table with the latest snapshot (this transaction's own changes
- * included), so that a repeatable-read caller does not resurrect old limits. */
-static List *
-rl_read_table(void)
+/*
+ * Read the table with the latest snapshot (this transaction's own changes
+ * included), so that a repeatable-read caller does not resurrect old
+ * limits, into a list of RateLimitConfEndpoint in the caller's context.
+ * No limiter lock is held: this may wait for a lock on the table, and
+ * errors.  With nowait, returns false at once (and *conf untouched) when
+ * another transaction holds a lock on the table that a read would wait
+ * for.
+ */
+static bool
+ratelimit_read_table(bool nowait, List **conf)
 {
 	List	   *result = NIL;
 	SPIPlanPtr	plan;
 	MemoryContext outer = CurrentMemoryContext;
-	RlConfEndpoint *cur = NULL;
+	RateLimitConfEndpoint *cur = NULL;
 	int			ret;
+
+	if (nowait)
+	{
+		Oid			nsp = get_namespace_oid("trading", true);
+		Oid			rel = OidIsValid(nsp) ? get_relname_relid("rate_limits", nsp) : InvalidOid;
+
+		/* held to the end of the transaction; the query below reuses it */
+		if (OidIsValid(rel) && !ConditionalLockRelationOid(rel, AccessShareLock))
+			return false;
+	}
 
 	SPI_connect();
 	plan = SPI_prepare("SELECT endpoint, requests, "
-					   "  (extract(epoch FROM per) * 1000000)::int8 "
+					   "  pg_catalog.int8(pg_catalog.date_part('epoch', per) OPERATOR(pg_catalog.*) 1000000) "
 					   "FROM trading.rate_limits ORDER BY endpoint, per",
 					   0, NULL);
 	if (plan == NULL)
@@ -548,22 +616,22 @@ rl_read_table(void)
 
 		if (cur == NULL || strcmp(cur->name, name) != 0)
 		{
-			if (strlen(name) >= RL_NAME_LEN)
+			if (strlen(name) >= RATELIMIT_NAME_LEN)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("rate limit endpoint name is too long"),
 						 errdetail("Endpoint names have at most %d bytes.",
-								   RL_NAME_LEN - 1)));
-			cur = palloc0(sizeof(RlConfEndpoint));
-			strlcpy(cur->name, name, RL_NAME_LEN);
+								   RATELIMIT_NAME_LEN - 1)));
+			cur = palloc0(sizeof(RateLimitConfEndpoint));
+			strlcpy(cur->name, name, RATELIMIT_NAME_LEN);
 			cur->index = -1;
 			result = lappend(result, cur);
 		}
-		if (cur->nlimits >= RL_MAX_LIMITS)
+		if (cur->nlimits >= RATELIMIT_MAX_LIMITS)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 					 errmsg("endpoint \"%s\" has more than %d rate limits",
-							cur->name, RL_MAX_LIMITS),
+							cur->name, RATELIMIT_MAX_LIMITS),
 					 errhint("Drop a limit with trading.rate_limit_drop() first.")));
 		cur->limits[cur->nlimits].n = n;
 		cur->limits[cur->nlimits].per_us = per;
@@ -571,7 +639,8 @@ rl_read_table(void)
 		MemoryContextSwitchTo(spi);
 	}
 	SPI_finish();
-	return result;
+	*conf = result;
+	return true;
 }
 
 /*
@@ -579,7 +648,7 @@ rl_read_table(void)
  * its endpoint's mutex.  Caller holds the LWLock exclusively.
  */
 static void
-rl_compact(void)
+ratelimit_compact(void)
 {
 	int64		target = 0;
 
@@ -590,9 +659,9 @@ rl_compact(void)
 					best_lim = -1;
 		int64		best_off = PG_INT64_MAX;
 
-		for (int i = 0; i < rl_shared->max_endpoints; i++)
+		for (int i = 0; i < ratelimit_shared->max_endpoints; i++)
 		{
-			RateEndpoint *ep = &rl_shared->endpoints[i];
+			RateEndpoint *ep = &ratelimit_shared->endpoints[i];
 
 			if (!ep->in_use)
 				continue;
@@ -611,14 +680,14 @@ rl_compact(void)
 			break;
 		else
 		{
-			RateEndpoint *ep = &rl_shared->endpoints[best_ep];
+			RateEndpoint *ep = &ratelimit_shared->endpoints[best_ep];
 			RateLimit  *lim = &ep->limits[best_lim];
 
 			if (lim->offset != target)
 			{
 				SpinLockAcquire(&ep->mutex);
-				memmove(rl_shared->slots + target,
-						rl_shared->slots + lim->offset,
+				memmove(ratelimit_shared->slots + target,
+						ratelimit_shared->slots + lim->offset,
 						lim->n * sizeof(int64));
 				lim->offset = target;
 				SpinLockRelease(&ep->mutex);
@@ -626,63 +695,65 @@ rl_compact(void)
 			target += lim->n;
 		}
 	}
-	rl_shared->slots_used = target;
+	ratelimit_shared->slots_used = target;
 }
 
+/* n slots from the pool, compacting it if needed; -1 if they do not fit. */
 static int64
-rl_alloc(int64 n)
+ratelimit_alloc(int64 n)
 {
 	int64		off;
 
-	if (rl_shared->nslots - rl_shared->slots_used < n)
-		rl_compact();
-	if (rl_shared->nslots - rl_shared->slots_used < n)
-		elog(ERROR, "rate limiter slot pool unexpectedly exhausted");
-	off = rl_shared->slots_used;
-	rl_shared->slots_used += n;
+	if (ratelimit_shared->nslots - ratelimit_shared->slots_used < n)
+		ratelimit_compact();
+	if (ratelimit_shared->nslots - ratelimit_shared->slots_used < n)
+		return -1;
+	off = ratelimit_shared->slots_used;
+	ratelimit_shared->slots_used += n;
 	return off;
 }
 
 static int64
-rl_slots_of(int nlimits, const int32 *ns)
+ratelimit_conf_slots(RateLimitConfEndpoint *conf)
 {
 	int64		s = 0;
 
-	for (int i = 0; i < nlimits; i++)
-		s += ns[i];
+	for (int i = 0; i < conf->nlimits; i++)
+		s += conf->limits[i].n;
 	return s;
 }
 
 /* Copy the last k timestamps of lim, oldest first, into out. */
 static int
-rl_history(RateLimit *lim, int k, int64 *out)
+ratelimit_history(RateLimit *lim, int k, int64 *out)
 {
 	k = Min(k, lim->count);
 	for (int i = 0; i < k; i++)
-		out[i] = rl_kth_oldest(lim, lim->count - k + 1 + i);
+		out[i] = ratelimit_kth_oldest(lim, lim->count - k + 1 + i);
 	return k;
 }
 
 /*
- * Rebuild one endpoint's limits from conf.  Each new ring is seeded with the
- * most recent history of the same window (if it existed) or of the
- * endpoint's longest ring, so that a kept limit loses nothing and lowering a
- * limit or adding one takes effect at once.  Grants are refused (not
- * counted against anything) for the few microseconds this takes.
+ * Rebuild one endpoint's limits from conf, under the LWLock; conf->seed
+ * was allocated by the caller (n slots per limit), as nothing here may
+ * allocate or fail.  Each new ring is seeded with the most recent history
+ * of the same window (if it existed) or of the endpoint's longest ring, so
+ * that a kept limit loses nothing and lowering a limit or adding one takes
+ * effect at once.  Grants are refused (not counted against anything) for
+ * the few microseconds this takes.  Returns false, with the endpoint
+ * dropped, if the pool has no room (the caller checked that it has).
  */
-static void
-rl_apply_endpoint(RlConfEndpoint *conf)
+static bool
+ratelimit_apply_endpoint(RateLimitConfEndpoint *conf)
 {
-	RateEndpoint *ep = &rl_shared->endpoints[conf->index];
-	RateLimit	old[RL_MAX_LIMITS];
+	RateEndpoint *ep = &ratelimit_shared->endpoints[conf->index];
+	RateLimit	old[RATELIMIT_MAX_LIMITS];
 	int			nold;
-	int64	   *seed[RL_MAX_LIMITS];
-	int			nseed[RL_MAX_LIMITS];
-	RateLimit	newlims[RL_MAX_LIMITS];
-	int64		need = 0;
+	int			nseed[RATELIMIT_MAX_LIMITS];
+	RateLimit	newlims[RATELIMIT_MAX_LIMITS];
 	int64		off;
-	List	   *wake = NIL;
-	ListCell   *lc;
+	int			wake = -1;
+	bool		ok;
 
 	/* stop grants, take the history, and release the old rings */
 	SpinLockAcquire(&ep->mutex);
@@ -694,8 +765,8 @@ rl_apply_endpoint(RlConfEndpoint *conf)
 	for (int i = 0; i < conf->nlimits; i++)
 	{
 		RateLimit  *src = NULL;
+		int64	   *seed = conf->seed[i];
 
-		seed[i] = palloc(sizeof(int64) * conf->limits[i].n);
 		for (int j = 0; j < nold; j++)
 		{
 			if (old[j].per_us == conf->limits[i].per_us)
@@ -711,7 +782,7 @@ rl_apply_endpoint(RlConfEndpoint *conf)
 		}
 		/* history is read under the mutex although grants are stopped */
 		SpinLockAcquire(&ep->mutex);
-		nseed[i] = src ? rl_history(src, conf->limits[i].n, seed[i]) : 0;
+		nseed[i] = src ? ratelimit_history(src, conf->limits[i].n, seed) : 0;
 		SpinLockRelease(&ep->mutex);
 
 		/* drop seed entries that already left the new window */
@@ -721,9 +792,9 @@ rl_apply_endpoint(RlConfEndpoint *conf)
 			int			skip = 0;
 
 			while (skip < nseed[i] &&
-				   seed[i][skip] <= now - conf->limits[i].per_us)
+				   seed[skip] <= now - conf->limits[i].per_us)
 				skip++;
-			memmove(seed[i], seed[i] + skip, (nseed[i] - skip) * sizeof(int64));
+			memmove(seed, seed + skip, (nseed[i] - skip) * sizeof(int64));
 			nseed[i] -= skip;
 		}
 	}
@@ -736,10 +807,9 @@ rl_apply_endpoint(RlConfEndpoint *conf)
 	 * One allocation for all of the endpoint's rings: a ring allocated but
 	 * not yet installed would look like garbage to a compaction.
 	 */
-	for (int i = 0; i < conf->nlimits; i++)
-		need += conf->limits[i].n;
-	off = rl_alloc(need);
-	for (int i = 0; i < conf->nlimits; i++)
+	off = ratelimit_alloc(ratelimit_conf_slots(conf));
+	ok = (off >= 0);
+	for (int i = 0; ok && i < conf->nlimits; i++)
 	{
 		RateLimit  *lim = &newlims[i];
 
@@ -747,27 +817,35 @@ rl_apply_endpoint(RlConfEndpoint *conf)
 		lim->n = conf->limits[i].n;
 		lim->offset = off;
 		off += lim->n;
-		memcpy(rl_shared->slots + lim->offset, seed[i], nseed[i] * sizeof(int64));
+		memcpy(ratelimit_shared->slots + lim->offset, conf->seed[i],
+			   nseed[i] * sizeof(int64));
 		lim->count = nseed[i];
 		lim->next = nseed[i] % lim->n;
-		pfree(seed[i]);
 	}
 
 	SpinLockAcquire(&ep->mutex);
-	memcpy(ep->limits, newlims, sizeof(RateLimit) * conf->nlimits);
-	ep->nlimits = conf->nlimits;
+	if (ok)
+	{
+		memcpy(ep->limits, newlims, sizeof(RateLimit) * conf->nlimits);
+		ep->nlimits = conf->nlimits;
+	}
+	else
+	{
+		/* unreachable: an unknown endpoint is better than a stuck one */
+		ep->in_use = false;
+		ep->generation++;
+	}
 	ep->reconfiguring = false;
 	/* the head of the queue may now be grantable: wake it */
-	if (ep->queue_head >= 0)
-		wake = lappend_int(wake, ep->queue_head);
+	wake = ep->queue_head;
 	SpinLockRelease(&ep->mutex);
 
-	foreach(lc, wake)
-		rl_wake(lfirst_int(lc));
+	ratelimit_wake(wake);
+	return ok;
 }
 
 static bool
-rl_same_limits(RateEndpoint *ep, RlConfEndpoint *conf)
+ratelimit_same_limits(RateEndpoint *ep, RateLimitConfEndpoint *conf)
 {
 	if (ep->nlimits != conf->nlimits)
 		return false;
@@ -785,141 +863,198 @@ rl_same_limits(RateEndpoint *ep, RlConfEndpoint *conf)
 	return true;
 }
 
+/*
+ * Drop an endpoint and wake its waiters (who then report the drop).  wake
+ * is a caller-allocated array of nprocs entries: nothing here allocates.
+ */
 static void
-rl_drop_endpoint(RateEndpoint *ep)
+ratelimit_drop_endpoint(RateEndpoint *ep, int *wake)
 {
-	int			p;
-	List	   *wake = NIL;
-	ListCell   *lc;
+	int			nwake = 0;
 
 	SpinLockAcquire(&ep->mutex);
 	ep->in_use = false;
 	ep->nlimits = 0;
 	ep->generation++;
-	for (p = ep->queue_head; p >= 0; p = rl_shared->wait_next[p])
-		wake = lappend_int(wake, p);
-	for (lc = list_head(wake); lc; lc = lnext(wake, lc))
-		rl_shared->wait_next[lfirst_int(lc)] = -1;
+	for (int p = ep->queue_head; p >= 0 && nwake < ratelimit_shared->nprocs;
+		 p = ratelimit_shared->wait_next[p])
+		wake[nwake++] = p;
+	for (int k = 0; k < nwake; k++)
+		ratelimit_shared->wait_next[wake[k]] = -1;
 	ep->queue_head = ep->queue_tail = -1;
 	ep->queue_len = 0;
 	SpinLockRelease(&ep->mutex);
 
-	foreach(lc, wake)
-		rl_wake(lfirst_int(lc));
+	for (int k = 0; k < nwake; k++)
+		ratelimit_wake(wake[k]);
 }
 
 static int
-rl_delta_cmp(const ListCell *a, const ListCell *b)
+ratelimit_delta_cmp(const ListCell *a, const ListCell *b)
 {
-	RlConfEndpoint *x = lfirst(a);
-	RlConfEndpoint *y = lfirst(b);
+	RateLimitConfEndpoint *x = lfirst(a);
+	RateLimitConfEndpoint *y = lfirst(b);
 
 	return (x->delta > y->delta) - (x->delta < y->delta);
 }
 
-void
-ratelimit_sync(bool force)
+/* The table does not fit trading.rate_limit_max_endpoints or _slots. */
+static void
+ratelimit_bounds_error(int nendpoints, int64 total)
 {
-	List	   *conf;
-	ListCell   *lc;
-	uint64		target;
-	int			nnew = 0,
-				nfree = 0;
-	int64		total = 0;
-
-	LWLockAcquire(rl_shared->lock, LW_EXCLUSIVE);
-	target = pg_atomic_read_u64(&rl_shared->config_gen);
-	if (!force && pg_atomic_read_u64(&rl_shared->applied_gen) == target)
-	{
-		LWLockRelease(rl_shared->lock);
-		return;
-	}
-
-	conf = rl_read_table();
-
-	/* match table endpoints with slots, and check the bounds first */
-	foreach(lc, conf)
-	{
-		RlConfEndpoint *c = lfirst(lc);
-		int32		ns[RL_MAX_LIMITS];
-		int64		before = 0;
-
-		for (int l = 0; l < c->nlimits; l++)
-			ns[l] = c->limits[l].n;
-		total += rl_slots_of(c->nlimits, ns);
-
-		for (int i = 0; i < rl_shared->max_endpoints; i++)
-		{
-			RateEndpoint *ep = &rl_shared->endpoints[i];
-
-			if (ep->in_use && strcmp(ep->name, c->name) == 0)
-			{
-				c->index = i;
-				c->unchanged = rl_same_limits(ep, c);
-				for (int l = 0; l < ep->nlimits; l++)
-					before += ep->limits[l].n;
-			}
-		}
-		c->delta = rl_slots_of(c->nlimits, ns) - before;
-		if (c->index < 0)
-			nnew++;
-	}
-	for (int i = 0; i < rl_shared->max_endpoints; i++)
-	{
-		RateEndpoint *ep = &rl_shared->endpoints[i];
-		bool		listed = false;
-
-		if (!ep->in_use)
-		{
-			nfree++;
-			continue;
-		}
-		foreach(lc, conf)
-			if (((RlConfEndpoint *) lfirst(lc))->index == i)
-				listed = true;
-		if (!listed)
-			nfree++;
-	}
-	if (nnew > nfree)
+	if (nendpoints > ratelimit_shared->max_endpoints)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("too many rate-limited endpoints"),
 				 errdetail("trading.rate_limits names %d endpoints; trading.rate_limit_max_endpoints is %d.",
-						   list_length(conf), rl_shared->max_endpoints),
+						   nendpoints, ratelimit_shared->max_endpoints),
 				 errhint("Drop unused endpoints, or raise trading.rate_limit_max_endpoints and restart.")));
-	if (total > rl_shared->nslots)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("rate limits need more slots than trading.rate_limit_slots provides"),
-				 errdetail("The limits add up to " INT64_FORMAT " requests per window; trading.rate_limit_slots is " INT64_FORMAT ".",
-						   total, rl_shared->nslots),
-				 errhint("Lower the limits, or raise trading.rate_limit_slots and restart.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("rate limits need more slots than trading.rate_limit_slots provides"),
+			 errdetail("The limits add up to " INT64_FORMAT " requests per window; trading.rate_limit_slots is " INT64_FORMAT ".",
+					   total, ratelimit_shared->nslots),
+			 errhint("Lower the limits, or raise trading.rate_limit_slots and restart.")));
+}
 
-	/* 1. drop endpoints that left the table */
-	for (int i = 0; i < rl_shared->max_endpoints; i++)
+/*
+ * Keep the endpoints of *conf (in name order) that fit the bounds, skipping
+ * each one that would not; the others are then dropped from shared memory.
+ */
+static void
+ratelimit_keep_what_fits(List **conf)
+{
+	List	   *kept = NIL;
+	ListCell   *lc;
+	int64		used = 0;
+
+	foreach(lc, *conf)
 	{
-		RateEndpoint *ep = &rl_shared->endpoints[i];
+		RateLimitConfEndpoint *c = lfirst(lc);
+		int64		need = ratelimit_conf_slots(c);
+
+		if (list_length(kept) < ratelimit_shared->max_endpoints &&
+			used + need <= ratelimit_shared->nslots)
+		{
+			kept = lappend(kept, c);
+			used += need;
+		}
+	}
+	*conf = kept;
+}
+
+bool
+ratelimit_sync_needed(void)
+{
+	return pg_atomic_read_u64(&ratelimit_shared->config_gen) !=
+		pg_atomic_read_u64(&ratelimit_shared->applied_gen);
+}
+
+/*
+ * The order of work keeps every lock short and every failure before it:
+ * (1) read the table into local memory, check it against the bounds and
+ * allocate everything the apply needs, without any limiter lock; (2) under
+ * the LWLock, match the table with shared memory and (3) apply it, with
+ * nothing that can fail or allocate.  In NOWAIT mode (the workers) a table
+ * that exceeds the bounds is applied as far as it fits, in name order, and
+ * the bound error raised afterwards: the endpoints that fit keep working.
+ */
+bool
+ratelimit_sync(RateLimitSyncMode mode)
+{
+	List	   *conf = NIL;
+	ListCell   *lc;
+	uint64		target;
+	int			nendpoints;
+	int64		total = 0;
+	int		   *wake;
+	bool		ok = true;
+	bool		partial = false;
+
+	target = pg_atomic_read_u64(&ratelimit_shared->config_gen);
+	if (mode != RATELIMIT_SYNC_FORCE &&
+		pg_atomic_read_u64(&ratelimit_shared->applied_gen) == target)
+		return true;
+
+	/* 1. read, check the bounds and allocate, holding nothing */
+	if (!ratelimit_read_table(mode == RATELIMIT_SYNC_NOWAIT, &conf))
+		return false;
+	foreach(lc, conf)
+		total += ratelimit_conf_slots(lfirst(lc));
+	nendpoints = list_length(conf);
+	if (nendpoints > ratelimit_shared->max_endpoints ||
+		total > ratelimit_shared->nslots)
+	{
+		if (mode != RATELIMIT_SYNC_NOWAIT)
+			ratelimit_bounds_error(nendpoints, total);
+		/* a worker applies what fits, in name order, and reports the rest */
+		ratelimit_keep_what_fits(&conf);
+		partial = true;
+	}
+	foreach(lc, conf)
+	{
+		RateLimitConfEndpoint *c = lfirst(lc);
+
+		for (int l = 0; l < c->nlimits; l++)
+			c->seed[l] = MemoryContextAllocHuge(CurrentMemoryContext,
+												sizeof(int64) * c->limits[l].n);
+	}
+	wake = palloc(sizeof(int) * ratelimit_shared->nprocs);
+
+	/* 2. match table endpoints with slots */
+	LWLockAcquire(ratelimit_shared->lock, LW_EXCLUSIVE);
+	if (mode != RATELIMIT_SYNC_FORCE && !partial &&
+		pg_atomic_read_u64(&ratelimit_shared->applied_gen) >= target)
+	{
+		/* someone applied this or a later table meanwhile */
+		LWLockRelease(ratelimit_shared->lock);
+		return true;
+	}
+	foreach(lc, conf)
+	{
+		RateLimitConfEndpoint *c = lfirst(lc);
+		int64		before = 0;
+
+		for (int i = 0; i < ratelimit_shared->max_endpoints; i++)
+		{
+			RateEndpoint *ep = &ratelimit_shared->endpoints[i];
+
+			if (ep->in_use && strcmp(ep->name, c->name) == 0)
+			{
+				c->index = i;
+				c->unchanged = ratelimit_same_limits(ep, c);
+				for (int l = 0; l < ep->nlimits; l++)
+					before += ep->limits[l].n;
+			}
+		}
+		c->delta = ratelimit_conf_slots(c) - before;
+	}
+
+	/* 3a. drop endpoints that left the table */
+	for (int i = 0; i < ratelimit_shared->max_endpoints; i++)
+	{
+		RateEndpoint *ep = &ratelimit_shared->endpoints[i];
 		bool		listed = false;
 
 		if (!ep->in_use)
 			continue;
 		foreach(lc, conf)
-			if (((RlConfEndpoint *) lfirst(lc))->index == i)
+			if (((RateLimitConfEndpoint *) lfirst(lc))->index == i)
 				listed = true;
 		if (!listed)
-			rl_drop_endpoint(ep);
+			ratelimit_drop_endpoint(ep, wake);
 	}
 
-	/* 2. create the new ones (empty), then rebuild shrinking ones first */
+	/* 3b. create the new ones (empty), then rebuild shrinking ones first */
 	foreach(lc, conf)
 	{
-		RlConfEndpoint *c = lfirst(lc);
+		RateLimitConfEndpoint *c = lfirst(lc);
 
 		if (c->index >= 0)
 			continue;
-		for (int i = 0; i < rl_shared->max_endpoints; i++)
+		for (int i = 0; i < ratelimit_shared->max_endpoints; i++)
 		{
-			RateEndpoint *ep = &rl_shared->endpoints[i];
+			RateEndpoint *ep = &ratelimit_shared->endpoints[i];
 
 			if (ep->in_use)
 				continue;
@@ -927,9 +1062,11 @@ ratelimit_sync(bool force)
 			ep->in_use = true;
 			ep->reconfiguring = true;
 			ep->generation++;
-			strlcpy(ep->name, c->name, RL_NAME_LEN);
+			strlcpy(ep->name, c->name, RATELIMIT_NAME_LEN);
 			ep->nlimits = 0;
 			ep->newest = 0;
+			ep->worker_until = 0;
+			ep->queue_holds = false;
 			ep->granted_total = ep->refused_total = ep->timeouts_total = 0;
 			ep->waited_us_total = 0;
 			SpinLockRelease(&ep->mutex);
@@ -937,18 +1074,33 @@ ratelimit_sync(bool force)
 			break;
 		}
 	}
-	list_sort(conf, rl_delta_cmp);
+	list_sort(conf, ratelimit_delta_cmp);
 	foreach(lc, conf)
 	{
-		RlConfEndpoint *c = lfirst(lc);
+		RateLimitConfEndpoint *c = lfirst(lc);
 
-		if (!c->unchanged)
-			rl_apply_endpoint(c);
+		if (!c->unchanged && !ratelimit_apply_endpoint(c))
+			ok = false;
 	}
 
-	pg_atomic_write_u64(&rl_shared->applied_gen, target);
-	LWLockRelease(rl_shared->lock);
+	if (ok && !partial &&
+		pg_atomic_read_u64(&ratelimit_shared->applied_gen) < target)
+		pg_atomic_write_u64(&ratelimit_shared->applied_gen, target);
+	LWLockRelease(ratelimit_shared->lock);
 
 	/* cached indexes of dropped endpoints fail their generation check */
+	pfree(wake);
+	foreach(lc, conf)
+	{
+		RateLimitConfEndpoint *c = lfirst(lc);
+
+		for (int l = 0; l < c->nlimits; l++)
+			pfree(c->seed[l]);
+	}
 	list_free_deep(conf);
+	if (!ok)
+		elog(ERROR, "rate limiter slot pool unexpectedly exhausted");
+	if (partial)
+		ratelimit_bounds_error(nendpoints, total);
+	return true;
 }

@@ -22,7 +22,7 @@
  *-------------------------------------------------------------------------
  */
 #include "trading.h"
-#include "ratelimit.h"
+#include "ratelimit_int.h"
 
 #include <unistd.h>
 
@@ -32,61 +32,61 @@
 #include "storage/ipc.h"
 #include "utils/timestamp.h"
 
-#define RL_STATE_FILE	PGSTAT_STAT_PERMANENT_DIRECTORY "/trading_ratelimit.state"
-#define RL_STATE_TMP	RL_STATE_FILE ".tmp"
-#define RL_STATE_MAGIC	0x54524C31	/* "TRL1" */
+#define RATELIMIT_STATE_FILE	PGSTAT_STAT_PERMANENT_DIRECTORY "/trading_ratelimit.state"
+#define RATELIMIT_STATE_TMP	RATELIMIT_STATE_FILE ".tmp"
+#define RATELIMIT_STATE_MAGIC	0x54524C31	/* "TRL1" */
 
-typedef struct RlStateHeader
+typedef struct RateLimitStateHeader
 {
 	uint32		magic;
 	int32		nendpoints;
 	int64		wall_us;		/* GetCurrentTimestamp() at shutdown */
-} RlStateHeader;
+} RateLimitStateHeader;
 
-typedef struct RlStateLimit
+typedef struct RateLimitStateLimit
 {
 	int64		per_us;
 	int32		n;
 	int32		count;			/* followed by count ages (us), oldest first */
-} RlStateLimit;
+} RateLimitStateLimit;
 
 static void
-rl_persist_save(int code, Datum arg)
+ratelimit_persist_save(int code, Datum arg)
 {
 	FILE	   *f;
-	RlStateHeader hdr;
+	RateLimitStateHeader hdr;
 	int64		now = trading_monotonic_us();
 	bool		ok = true;
 
 	/* a crash (code != 0) leaves no trustworthy state */
-	if (code != 0 || rl_shared == NULL)
+	if (code != 0 || ratelimit_shared == NULL)
 		return;
 
-	f = AllocateFile(RL_STATE_TMP, PG_BINARY_W);
+	f = AllocateFile(RATELIMIT_STATE_TMP, PG_BINARY_W);
 	if (f == NULL)
 		goto error;
 
-	hdr.magic = RL_STATE_MAGIC;
+	hdr.magic = RATELIMIT_STATE_MAGIC;
 	hdr.nendpoints = 0;
-	for (int i = 0; i < rl_shared->max_endpoints; i++)
-		if (rl_shared->endpoints[i].in_use)
+	for (int i = 0; i < ratelimit_shared->max_endpoints; i++)
+		if (ratelimit_shared->endpoints[i].in_use)
 			hdr.nendpoints++;
 	hdr.wall_us = GetCurrentTimestamp();
 	ok = fwrite(&hdr, sizeof(hdr), 1, f) == 1;
 
-	for (int i = 0; ok && i < rl_shared->max_endpoints; i++)
+	for (int i = 0; ok && i < ratelimit_shared->max_endpoints; i++)
 	{
-		RateEndpoint *ep = &rl_shared->endpoints[i];
+		RateEndpoint *ep = &ratelimit_shared->endpoints[i];
 
 		if (!ep->in_use)
 			continue;
-		ok = fwrite(ep->name, RL_NAME_LEN, 1, f) == 1 &&
+		ok = fwrite(ep->name, RATELIMIT_NAME_LEN, 1, f) == 1 &&
 			fwrite(&ep->nlimits, sizeof(int), 1, f) == 1;
 		for (int l = 0; ok && l < ep->nlimits; l++)
 		{
 			RateLimit  *lim = &ep->limits[l];
-			RlStateLimit sl = {lim->per_us, lim->n, lim->count};
-			int64	   *ring = rl_shared->slots + lim->offset;
+			RateLimitStateLimit sl = {lim->per_us, lim->n, lim->count};
+			int64	   *ring = ratelimit_shared->slots + lim->offset;
 			int			oldest = (lim->next - lim->count + lim->n) % lim->n;
 
 			ok = fwrite(&sl, sizeof(sl), 1, f) == 1;
@@ -105,17 +105,17 @@ rl_persist_save(int code, Datum arg)
 		f = NULL;
 		goto error;
 	}
-	(void) durable_rename(RL_STATE_TMP, RL_STATE_FILE, LOG);
+	(void) durable_rename(RATELIMIT_STATE_TMP, RATELIMIT_STATE_FILE, LOG);
 	return;
 
 error:
 	ereport(LOG,
 			(errcode_for_file_access(),
 			 errmsg("could not write rate limiter state file \"%s\": %m",
-					RL_STATE_TMP)));
+					RATELIMIT_STATE_TMP)));
 	if (f)
 		FreeFile(f);
-	unlink(RL_STATE_TMP);
+	unlink(RATELIMIT_STATE_TMP);
 }
 
 /*
@@ -125,64 +125,64 @@ error:
  * change and drops endpoints that are gone.
  */
 static void
-rl_persist_load(void)
+ratelimit_persist_load(void)
 {
 	FILE	   *f;
-	RlStateHeader hdr;
+	RateLimitStateHeader hdr;
 	int64		now = trading_monotonic_us();
 	int64		down_us;
 	int			loaded = 0;
 
-	f = AllocateFile(RL_STATE_FILE, PG_BINARY_R);
+	f = AllocateFile(RATELIMIT_STATE_FILE, PG_BINARY_R);
 	if (f == NULL)
 	{
 		if (errno != ENOENT)
 			ereport(LOG,
 					(errcode_for_file_access(),
 					 errmsg("could not read rate limiter state file \"%s\": %m",
-							RL_STATE_FILE)));
+							RATELIMIT_STATE_FILE)));
 		return;
 	}
-	if (fread(&hdr, sizeof(hdr), 1, f) != 1 || hdr.magic != RL_STATE_MAGIC ||
+	if (fread(&hdr, sizeof(hdr), 1, f) != 1 || hdr.magic != RATELIMIT_STATE_MAGIC ||
 		hdr.nendpoints < 0)
 		goto bad;
 	down_us = Max(0, GetCurrentTimestamp() - hdr.wall_us);
 
 	for (int e = 0; e < hdr.nendpoints; e++)
 	{
-		char		name[RL_NAME_LEN];
+		char		name[RATELIMIT_NAME_LEN];
 		int			nlimits;
 		RateEndpoint *ep = NULL;
 
-		if (fread(name, RL_NAME_LEN, 1, f) != 1 ||
+		if (fread(name, RATELIMIT_NAME_LEN, 1, f) != 1 ||
 			fread(&nlimits, sizeof(int), 1, f) != 1 ||
-			nlimits < 0 || nlimits > RL_MAX_LIMITS)
+			nlimits < 0 || nlimits > RATELIMIT_MAX_LIMITS)
 			goto bad;
-		name[RL_NAME_LEN - 1] = '\0';
-		if (e < rl_shared->max_endpoints)
+		name[RATELIMIT_NAME_LEN - 1] = '\0';
+		if (e < ratelimit_shared->max_endpoints)
 		{
-			ep = &rl_shared->endpoints[e];
+			ep = &ratelimit_shared->endpoints[e];
 			ep->in_use = true;
 			ep->generation++;
-			strlcpy(ep->name, name, RL_NAME_LEN);
+			strlcpy(ep->name, name, RATELIMIT_NAME_LEN);
 		}
 		for (int l = 0; l < nlimits; l++)
 		{
-			RlStateLimit sl;
+			RateLimitStateLimit sl;
 			RateLimit  *lim = NULL;
 
 			if (fread(&sl, sizeof(sl), 1, f) != 1 || sl.n < 1 ||
 				sl.count < 0 || sl.count > sl.n || sl.per_us <= 0)
 				goto bad;
-			if (ep && rl_shared->slots_used + sl.n <= rl_shared->nslots)
+			if (ep && ratelimit_shared->slots_used + sl.n <= ratelimit_shared->nslots)
 			{
 				lim = &ep->limits[ep->nlimits++];
 				lim->per_us = sl.per_us;
 				lim->n = sl.n;
-				lim->offset = rl_shared->slots_used;
+				lim->offset = ratelimit_shared->slots_used;
 				lim->count = 0;
 				lim->next = 0;
-				rl_shared->slots_used += sl.n;
+				ratelimit_shared->slots_used += sl.n;
 			}
 			for (int k = 0; k < sl.count; k++)
 			{
@@ -194,7 +194,7 @@ rl_persist_load(void)
 				/* keep what is still inside the window (entries are oldest first) */
 				if (lim && age >= 0 && age < lim->per_us)
 				{
-					rl_shared->slots[lim->offset + lim->next] = now - age;
+					ratelimit_shared->slots[lim->offset + lim->next] = now - age;
 					ep->newest = Max(ep->newest, now - age);
 					lim->next = (lim->next + 1) % lim->n;
 					lim->count++;
@@ -205,7 +205,7 @@ rl_persist_load(void)
 			loaded++;
 	}
 	FreeFile(f);
-	unlink(RL_STATE_FILE);
+	unlink(RATELIMIT_STATE_FILE);
 	if (loaded > 0)
 		ereport(LOG,
 				(errmsg("restored the windows of %d rate-limited endpoints", loaded)));
@@ -214,16 +214,16 @@ rl_persist_load(void)
 bad:
 	ereport(LOG,
 			(errmsg("ignoring corrupt rate limiter state file \"%s\"",
-					RL_STATE_FILE)));
+					RATELIMIT_STATE_FILE)));
 	FreeFile(f);
-	unlink(RL_STATE_FILE);
+	unlink(RATELIMIT_STATE_FILE);
 	/* start from empty shared memory */
-	for (int i = 0; i < rl_shared->max_endpoints; i++)
+	for (int i = 0; i < ratelimit_shared->max_endpoints; i++)
 	{
-		rl_shared->endpoints[i].in_use = false;
-		rl_shared->endpoints[i].nlimits = 0;
+		ratelimit_shared->endpoints[i].in_use = false;
+		ratelimit_shared->endpoints[i].nlimits = 0;
 	}
-	rl_shared->slots_used = 0;
+	ratelimit_shared->slots_used = 0;
 }
 
 /* From ratelimit_shmem_startup(), when shared memory was just created. */
@@ -232,6 +232,6 @@ ratelimit_persist_startup(void)
 {
 	if (IsUnderPostmaster)
 		return;					/* EXEC_BACKEND child: nothing to do */
-	rl_persist_load();
-	on_shmem_exit(rl_persist_save, (Datum) 0);
+	ratelimit_persist_load();
+	on_shmem_exit(ratelimit_persist_save, (Datum) 0);
 }

@@ -8,7 +8,7 @@
  *	  behind the trading.rate_limit_status view.
  *
  * Waiting (rate_limit_acquire): each endpoint has a FIFO of waiting procs
- * (linked through rl_shared->wait_next, under the endpoint mutex).  Only
+ * (linked through ratelimit_shared->wait_next, under the endpoint mutex).  Only
  * the head may take a grant; it sleeps on its latch until its request fits
  * in every window, takes it, leaves the queue and sets the latch of the
  * next waiter.  The others sleep until they become the head or their
@@ -19,7 +19,7 @@
  *-------------------------------------------------------------------------
  */
 #include "trading.h"
-#include "ratelimit.h"
+#include "ratelimit_int.h"
 
 #include "commands/trigger.h"
 #include "datatype/timestamp.h"
@@ -41,24 +41,19 @@ PG_FUNCTION_INFO_V1(rate_limit_acquire);
 PG_FUNCTION_INFO_V1(rate_limit_status);
 PG_FUNCTION_INFO_V1(rate_limits_changed);
 
-static bool rl_database_checked = false;
-
 /* Every SQL entry point starts here. */
 static void
-rl_prepare(void)
+ratelimit_prepare(void)
 {
-	if (!rl_database_checked)
-	{
-		trading_check_database();
-		rl_database_checked = true;
-	}
-	ratelimit_ensure_synced();
+	trading_check_database();
+	if (ratelimit_sync_needed())
+		(void) ratelimit_sync(RATELIMIT_SYNC_WAIT);
 }
 
 static char *
-rl_endpoint_arg(FunctionCallInfo fcinfo, int argno)
+ratelimit_endpoint_arg(FunctionCallInfo fcinfo, int argno)
 {
-	return trading_text_arg(fcinfo, argno, "endpoint", RL_NAME_LEN - 1);
+	return trading_text_arg(fcinfo, argno, "endpoint", RATELIMIT_NAME_LEN - 1);
 }
 
 static int64
@@ -119,12 +114,12 @@ static void
 report_try_failure(RateLimitResult r, const char *endpoint, int cost,
 				   int64 extra)
 {
-	if (r == RL_UNKNOWN_ENDPOINT)
+	if (r == RATELIMIT_UNKNOWN_ENDPOINT)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("rate limit endpoint \"%s\" does not exist", endpoint),
 				 errhint("Define it with trading.rate_limit_set(); trading.rate_limit_status lists the endpoints.")));
-	if (r == RL_BAD_COST)
+	if (r == RATELIMIT_BAD_COST)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cost %d exceeds what endpoint \"%s\" allows in one window",
@@ -141,7 +136,7 @@ report_try_failure(RateLimitResult r, const char *endpoint, int cost,
 Datum
 rate_limit_set(PG_FUNCTION_ARGS)
 {
-	char	   *endpoint = rl_endpoint_arg(fcinfo, 0);
+	char	   *endpoint = ratelimit_endpoint_arg(fcinfo, 0);
 	int32		requests;
 	Datum		values[3];
 	Oid			types[3] = {TEXTOID, INT4OID, INTERVALOID};
@@ -153,9 +148,9 @@ rate_limit_set(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("requests must be at least 1")));
-	(void) interval_arg_us(fcinfo, 2, "per", false, RL_MAX_PER_US);
+	(void) interval_arg_us(fcinfo, 2, "per", false, RATELIMIT_MAX_PER_US);
 	trading_require_primary("changing rate limits");
-	rl_prepare();
+	ratelimit_prepare();
 
 	values[0] = CStringGetTextDatum(endpoint);
 	values[1] = Int32GetDatum(requests);
@@ -176,7 +171,7 @@ rate_limit_set(PG_FUNCTION_ARGS)
 Datum
 rate_limit_drop(PG_FUNCTION_ARGS)
 {
-	char	   *endpoint = rl_endpoint_arg(fcinfo, 0);
+	char	   *endpoint = ratelimit_endpoint_arg(fcinfo, 0);
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
 	Oid			types[2] = {TEXTOID, INTERVALOID};
@@ -184,9 +179,9 @@ rate_limit_drop(PG_FUNCTION_ARGS)
 	uint64		dropped;
 
 	if (!PG_ARGISNULL(1))
-		(void) interval_arg_us(fcinfo, 1, "per", false, RL_MAX_PER_US);
+		(void) interval_arg_us(fcinfo, 1, "per", false, RATELIMIT_MAX_PER_US);
 	trading_require_primary("changing rate limits");
-	rl_prepare();
+	ratelimit_prepare();
 
 	values[0] = CStringGetTextDatum(endpoint);
 	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
@@ -227,8 +222,8 @@ rate_limits_changed(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("rate_limits_changed() may only be called as a trigger")));
 	trading_check_database();
-	rl_mark_changed();
-	ratelimit_sync(true);
+	ratelimit_mark_changed();
+	(void) ratelimit_sync(RATELIMIT_SYNC_FORCE);
 	return PointerGetDatum(NULL);
 }
 
@@ -240,7 +235,7 @@ rate_limits_changed(PG_FUNCTION_ARGS)
 Datum
 rate_limit_try(PG_FUNCTION_ARGS)
 {
-	char		endpoint[RL_NAME_LEN];
+	char		endpoint[RATELIMIT_NAME_LEN];
 	int			cost;
 	int64		extra;
 	RateLimitResult r;
@@ -248,89 +243,109 @@ rate_limit_try(PG_FUNCTION_ARGS)
 	/* hot path: copy the name to the stack instead of palloc'ing it */
 	text	   *t = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
 
-	if (t && VARSIZE_ANY_EXHDR(t) > 0 && VARSIZE_ANY_EXHDR(t) < RL_NAME_LEN)
+	if (t && VARSIZE_ANY_EXHDR(t) > 0 && VARSIZE_ANY_EXHDR(t) < RATELIMIT_NAME_LEN)
 	{
 		memcpy(endpoint, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 		endpoint[VARSIZE_ANY_EXHDR(t)] = '\0';
 	}
 	else
-		strlcpy(endpoint, rl_endpoint_arg(fcinfo, 0), RL_NAME_LEN);	/* errors */
+		strlcpy(endpoint, ratelimit_endpoint_arg(fcinfo, 0), RATELIMIT_NAME_LEN);	/* errors */
 	cost = cost_arg(fcinfo, 1);
 
-	rl_prepare();
-	r = ratelimit_try(endpoint, cost, &extra);
-	if (r == RL_GRANTED)
+	ratelimit_prepare();
+	r = ratelimit_grant(endpoint, cost, 0, RATELIMIT_COUNT_REFUSAL, &extra);
+	if (r == RATELIMIT_GRANTED)
 		PG_RETURN_BOOL(true);
-	if (r == RL_REFUSED)
+	if (r == RATELIMIT_REFUSED)
 		PG_RETURN_BOOL(false);
 	report_try_failure(r, endpoint, cost, extra);
 	PG_RETURN_NULL();			/* not reached */
 }
 
-typedef struct RlWaiter
+typedef struct RateLimitWaiter
 {
 	int			index;			/* endpoint slot */
 	uint32		generation;
 	bool		queued;
-} RlWaiter;
+} RateLimitWaiter;
+
+/*
+ * Unlink proc me from ep's queue, under ep's mutex.  Returns the new head
+ * if me was the head (to be woken after the mutex is released), else -1.
+ * A new head holds the queue until it has looked at its own wait.
+ */
+static int
+ratelimit_unlink_locked(RateEndpoint *ep, int me)
+{
+	int			prev = -1;
+	int			wake = -1;
+
+	for (int p = ep->queue_head; p >= 0; prev = p, p = ratelimit_shared->wait_next[p])
+	{
+		if (p != me)
+			continue;
+		if (prev < 0)
+		{
+			ep->queue_head = ratelimit_shared->wait_next[p];
+			wake = ep->queue_head;
+			ep->queue_holds = (wake >= 0);
+		}
+		else
+			ratelimit_shared->wait_next[prev] = ratelimit_shared->wait_next[p];
+		if (ep->queue_tail == me)
+			ep->queue_tail = prev;
+		ratelimit_shared->wait_next[me] = -1;
+		ep->queue_len--;
+		break;
+	}
+	return wake;
+}
 
 /*
  * Remove MyProc from the endpoint's queue (if it is still there) and wake
- * the new head.  Used on success, timeout, error and backend exit.
+ * the new head.  Used on timeout, error and backend exit.
  */
 static void
-rl_dequeue(RlWaiter *w)
+ratelimit_dequeue(RateLimitWaiter *w)
 {
-	RateEndpoint *ep = &rl_shared->endpoints[w->index];
-	int			me = MyProc->pgprocno;
+	RateEndpoint *ep = &ratelimit_shared->endpoints[w->index];
 	int			wake = -1;
 
 	if (!w->queued)
 		return;
 	SpinLockAcquire(&ep->mutex);
 	if (ep->in_use && ep->generation == w->generation)
-	{
-		int			prev = -1;
-
-		for (int p = ep->queue_head; p >= 0; prev = p, p = rl_shared->wait_next[p])
-		{
-			if (p != me)
-				continue;
-			if (prev < 0)
-			{
-				ep->queue_head = rl_shared->wait_next[p];
-				wake = ep->queue_head;
-			}
-			else
-				rl_shared->wait_next[prev] = rl_shared->wait_next[p];
-			if (ep->queue_tail == me)
-				ep->queue_tail = prev;
-			rl_shared->wait_next[me] = -1;
-			ep->queue_len--;
-			break;
-		}
-	}
+		wake = ratelimit_unlink_locked(ep, MyProc->pgprocno);
 	SpinLockRelease(&ep->mutex);
 	w->queued = false;
-	rl_wake(wake);
+	ratelimit_wake(wake);
 }
 
 static void
-rl_dequeue_callback(int code, Datum arg)
+ratelimit_dequeue_callback(int code, Datum arg)
 {
-	rl_dequeue((RlWaiter *) DatumGetPointer(arg));
+	ratelimit_dequeue((RateLimitWaiter *) DatumGetPointer(arg));
 }
 
+/*
+ * Fairness (docs/RATE_LIMITER.md): waiters are served in arrival order
+ * while the head's own wait is within the endpoint's shortest window
+ * (queue_holds); a head that must wait longer lets later callers pass.
+ * Workers' grants (ratelimit_try) pass the queue, and while a refused
+ * worker request's reservation runs (worker_until) no waiter is served.
+ * A waiter whose request cannot fit before its deadline never holds the
+ * queue: it waits out its timeout while later callers pass.
+ */
 Datum
 rate_limit_acquire(PG_FUNCTION_ARGS)
 {
-	char	   *endpoint = rl_endpoint_arg(fcinfo, 0);
+	char	   *endpoint = ratelimit_endpoint_arg(fcinfo, 0);
 	int			cost = cost_arg(fcinfo, 1);
 	int64		timeout_us = interval_arg_us(fcinfo, 2, "timeout", true,
 											 (int64) 1 * USECS_PER_DAY);
 	int64		start = trading_monotonic_us();
 	int64		deadline = start + timeout_us;
-	RlWaiter	w;
+	RateLimitWaiter w;
 	RateEndpoint *ep;
 	RateLimitResult r;
 	int64		extra;
@@ -338,39 +353,42 @@ rate_limit_acquire(PG_FUNCTION_ARGS)
 	int64		granted_at = 0;
 	bool		dropped = false;
 
-	rl_prepare();
+	ratelimit_prepare();
 
-	/* fast path: nobody waiting and the request fits */
-	r = ratelimit_try_ext(endpoint, cost, &extra, false);
-	if (r == RL_GRANTED)
+	/* fast path: nobody holding the queue and the request fits */
+	r = ratelimit_grant(endpoint, cost, 0, 0, &extra);
+	if (r == RATELIMIT_GRANTED)
 		PG_RETURN_INTERVAL_P(us_to_interval(0));
-	if (r != RL_REFUSED)
+	if (r != RATELIMIT_REFUSED)
 		report_try_failure(r, endpoint, cost, extra);
 
-	w.index = rl_lookup(endpoint, &w.generation);
+	w.index = ratelimit_lookup(endpoint, &w.generation);
 	if (w.index < 0)
-		report_try_failure(RL_UNKNOWN_ENDPOINT, endpoint, cost, 0);
+		report_try_failure(RATELIMIT_UNKNOWN_ENDPOINT, endpoint, cost, 0);
 	w.queued = false;
-	ep = &rl_shared->endpoints[w.index];
+	ep = &ratelimit_shared->endpoints[w.index];
 
 	/* join the queue */
 	SpinLockAcquire(&ep->mutex);
 	if (ep->in_use && ep->generation == w.generation)
 	{
-		rl_shared->wait_next[me] = -1;
+		ratelimit_shared->wait_next[me] = -1;
 		if (ep->queue_tail >= 0)
-			rl_shared->wait_next[ep->queue_tail] = me;
+			ratelimit_shared->wait_next[ep->queue_tail] = me;
 		else
+		{
 			ep->queue_head = me;
+			ep->queue_holds = true;
+		}
 		ep->queue_tail = me;
 		ep->queue_len++;
 		w.queued = true;
 	}
 	SpinLockRelease(&ep->mutex);
 	if (!w.queued)
-		report_try_failure(RL_UNKNOWN_ENDPOINT, endpoint, cost, 0);
+		report_try_failure(RATELIMIT_UNKNOWN_ENDPOINT, endpoint, cost, 0);
 
-	PG_ENSURE_ERROR_CLEANUP(rl_dequeue_callback, PointerGetDatum(&w));
+	PG_ENSURE_ERROR_CLEANUP(ratelimit_dequeue_callback, PointerGetDatum(&w));
 	{
 		for (;;)
 		{
@@ -388,36 +406,41 @@ rate_limit_acquire(PG_FUNCTION_ARGS)
 				dropped = true;
 				w.queued = false;	/* the drop emptied the queue */
 			}
-			else if (ep->queue_head == me && !ep->reconfiguring &&
-					 cost <= rl_min_n(ep) &&
-					 rl_allowed(ep, cost, now, &sleep_us))
-			{
-				rl_record(ep, cost, now);
-				ep->granted_total++;
-				ep->waited_us_total += now - start;
-				granted_at = now;
-				/* leave the queue and hand over to the next waiter */
-				ep->queue_head = rl_shared->wait_next[me];
-				if (ep->queue_head < 0)
-					ep->queue_tail = -1;
-				rl_shared->wait_next[me] = -1;
-				ep->queue_len--;
-				next = ep->queue_head;
-				w.queued = false;
-			}
-			else if (ep->queue_head == me && !ep->reconfiguring &&
-					 cost > rl_min_n(ep))
-				too_costly = rl_min_n(ep);	/* a limit was lowered meanwhile */
-			else if (ep->queue_head == me)
-			{
-				if (ep->reconfiguring)
-					sleep_us = 1000;
-				/* else sleep_us was set by rl_allowed() */
-			}
+			else if (ep->reconfiguring)
+				sleep_us = 1000;
+			else if (cost > ratelimit_min_n(ep))
+				too_costly = ratelimit_min_n(ep);	/* a limit was lowered meanwhile */
 			else
-				sleep_us = deadline - now;	/* woken when we become head */
+			{
+				bool		head = (ep->queue_head == me);
+				bool		fits;
 
-			if (!dropped && granted_at == 0 && too_costly == 0 && now >= deadline)
+				now = ratelimit_clamp_now(ep, now);
+				fits = ratelimit_allowed(ep, cost, now, &sleep_us);
+				if (fits && (head || !ep->queue_holds) && ep->worker_until <= now)
+				{
+					ratelimit_record(ep, cost, now);
+					ep->granted_total++;
+					ep->waited_us_total += now - start;
+					granted_at = now;
+					next = ratelimit_unlink_locked(ep, me);
+					w.queued = false;
+				}
+				else
+				{
+					/* hold later callers only if served soon, and in time */
+					if (head)
+						ep->queue_holds = (sleep_us <= ratelimit_min_per(ep) &&
+										   now + sleep_us <= deadline);
+					if (ep->worker_until > now)
+						sleep_us = Max(sleep_us, ep->worker_until - now);
+					if (!head && ep->queue_holds)
+						sleep_us = deadline - now;	/* woken when we become head */
+				}
+			}
+
+			if (!dropped && granted_at == 0 && too_costly == 0 &&
+				now >= deadline)
 			{
 				ep->timeouts_total++;
 				ep->refused_total++;
@@ -427,13 +450,13 @@ rate_limit_acquire(PG_FUNCTION_ARGS)
 
 			if (granted_at != 0)
 			{
-				rl_wake(next);
+				ratelimit_wake(next);
 				break;
 			}
 			if (too_costly > 0)
 			{
-				rl_dequeue(&w);
-				report_try_failure(RL_BAD_COST, endpoint, cost, too_costly);
+				ratelimit_dequeue(&w);
+				report_try_failure(RATELIMIT_BAD_COST, endpoint, cost, too_costly);
 			}
 			if (dropped)
 				ereport(ERROR,
@@ -442,7 +465,7 @@ rate_limit_acquire(PG_FUNCTION_ARGS)
 								endpoint)));
 			if (now >= deadline)
 			{
-				rl_dequeue(&w);
+				ratelimit_dequeue(&w);
 				ereport(ERROR,
 						(errcode(ERRCODE_TRADING_RATE_LIMIT_TIMEOUT),
 						 errmsg("rate limit of endpoint \"%s\" not granted within the timeout",
@@ -462,7 +485,7 @@ rate_limit_acquire(PG_FUNCTION_ARGS)
 			CHECK_FOR_INTERRUPTS();
 		}
 	}
-	PG_END_ENSURE_ERROR_CLEANUP(rl_dequeue_callback, PointerGetDatum(&w));
+	PG_END_ENSURE_ERROR_CLEANUP(ratelimit_dequeue_callback, PointerGetDatum(&w));
 
 	PG_RETURN_INTERVAL_P(us_to_interval(granted_at - start));
 }
@@ -477,15 +500,15 @@ rate_limit_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
-	rl_prepare();
+	ratelimit_prepare();
 	InitMaterializedSRF(fcinfo, 0);
 
-	for (int i = 0; i < rl_shared->max_endpoints; i++)
+	for (int i = 0; i < ratelimit_shared->max_endpoints; i++)
 	{
-		RateEndpoint *ep = &rl_shared->endpoints[i];
+		RateEndpoint *ep = &ratelimit_shared->endpoints[i];
 		RateEndpoint snap;
-		int32		used[RL_MAX_LIMITS];
-		int64		oldest[RL_MAX_LIMITS];
+		int32		used[RATELIMIT_MAX_LIMITS];
+		int64		oldest[RATELIMIT_MAX_LIMITS];
 		int64		now;
 
 		SpinLockAcquire(&ep->mutex);
@@ -497,7 +520,7 @@ rate_limit_status(PG_FUNCTION_ARGS)
 		now = trading_monotonic_us();
 		snap = *ep;
 		for (int l = 0; l < ep->nlimits; l++)
-			used[l] = rl_used(&ep->limits[l], now, &oldest[l]);
+			used[l] = ratelimit_used(&ep->limits[l], now, &oldest[l]);
 		SpinLockRelease(&ep->mutex);
 
 		for (int l = 0; l < snap.nlimits; l++)

@@ -85,7 +85,10 @@ extern void trading_require_arg(FunctionCallInfo fcinfo, int argno,
 extern char *trading_text_arg(FunctionCallInfo fcinfo, int argno,
 							  const char *name, int maxlen);
 
-/* Error out (TR009) unless the current database is trading.database. */
+/*
+ * Error out (TR009) unless the current database is trading.database.  Only
+ * the first call in a backend looks at the catalog; later calls are free.
+ */
 extern void trading_check_database(void);
 
 /*

@@ -53,7 +53,13 @@ trading_text_arg(FunctionCallInfo fcinfo, int argno, const char *name,
 void
 trading_check_database(void)
 {
-	const char *dbname = get_database_name(MyDatabaseId);
+	/* a backend's database never changes: check (a catalog lookup) once */
+	static bool checked = false;
+	const char *dbname;
+
+	if (checked)
+		return;
+	dbname = get_database_name(MyDatabaseId);
 
 	if (dbname == NULL || strcmp(dbname, trading_database) != 0)
 		ereport(ERROR,
@@ -64,6 +70,7 @@ trading_check_database(void)
 						   dbname ? dbname : "?"),
 				 errhint("Use the extension in database \"%s\", or set trading.database in postgresql.conf and restart.",
 						 trading_database)));
+	checked = true;
 }
 
 int64

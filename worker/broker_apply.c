@@ -24,7 +24,6 @@
 #include "broker_worker.h"
 #include "crypto.h"
 #include "metrics.h"
-#include "ratelimit.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -136,8 +135,6 @@ load_config_body(void *arg)
 	char		cur_mode[8] = "";
 	int			in_batch = 0;
 	int			cap = 0;
-
-	ratelimit_ensure_synced();
 
 	if (SPI_execute("SELECT endpoint, interval_ms, enabled FROM trading.poll_intervals",
 					true, 0) != SPI_OK_SELECT)

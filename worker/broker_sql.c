@@ -261,9 +261,9 @@ login_rate_wait(void)
 	for (;;)
 	{
 		int64		wait = 0;
-		RateLimitResult r = ratelimit_try("kite.api", 1, &wait);
+		RateLimitResult r = ratelimit_try("kite.api", 1, 0, &wait);
 
-		if (r != RL_REFUSED)
+		if (r != RATELIMIT_REFUSED)
 			return;				/* granted, or no limit configured */
 		if (trading_monotonic_us() + wait > deadline)
 			ereport(ERROR,

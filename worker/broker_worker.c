@@ -83,7 +83,7 @@ const char *const broker_error_names[BERR_COUNT] = {
 
 const char *const broker_state_names[] = {
 	"not_running", "starting", "waiting_for_database", "waiting_for_extension",
-	"paused", "no_session", "polling", "session_expired"
+	"paused", "no_session", "polling", "session_expired", "rate_limit_error"
 };
 
 const char *const broker_session_names[] = {
@@ -272,6 +272,14 @@ static bool reload_wanted = true;
 static bool session_wanted = true;
 static bool logged_session_wait = false;
 
+/* the last synchronisation of the rate limits failed (logged once) */
+static bool rate_sync_failed = false;
+static int64 last_rate_sync_us;
+/* kite.orders windows rebuilt from trading.order_requests on this primary */
+static bool order_windows_rebuilt = false;
+
+#define RATE_SYNC_RETRY_US	(1000000)	/* retry a failed or locked sync */
+
 static void
 worker_exit(int code, Datum arg)
 {
@@ -332,6 +340,73 @@ publish_schedule(bool polling)
 }
 
 static void
+rate_sync_body(void *arg)
+{
+	(void) ratelimit_sync(RATELIMIT_SYNC_NOWAIT);
+}
+
+static void
+rebuild_order_windows_body(void *arg)
+{
+	*(int *) arg = ratelimit_rebuild_order_windows();
+}
+
+/*
+ * Bring the rate limiter in line with trading.rate_limits in a unit of work
+ * of its own, never waiting for a lock on the table (a transaction holding
+ * it must not stop polling).  A failure is logged once and shown as state
+ * rate_limit_error; meanwhile every endpoint whose rate class the limiter
+ * knows keeps polling under the limits last applied, and one whose class
+ * is unknown waits.  Also rebuilds the order windows once, on the first
+ * run as primary.
+ */
+static void
+sync_rate_limits(void)
+{
+	ErrorData  *e;
+
+	last_rate_sync_us = trading_monotonic_us();
+	if (!cfg.extension_present)
+		return;
+	if (rate_sync_failed || ratelimit_sync_needed())
+	{
+		e = trading_bgw_run_xact("trading broker worker: synchronising rate limits",
+								 rate_sync_body, NULL);
+		if (e)
+		{
+			if (!rate_sync_failed)
+				ereport(LOG,
+						(errmsg("trading broker worker could not synchronise the rate limits: %s",
+								e->message),
+						 errdetail("Endpoints whose rate class is loaded keep polling under the limits last applied; the others wait."),
+						 errhint("Fix trading.rate_limits; the worker retries every second.")));
+			FreeErrorData(e);
+			rate_sync_failed = true;
+			return;
+		}
+		if (rate_sync_failed)
+			ereport(LOG,
+					(errmsg("trading broker worker synchronised the rate limits again")));
+		rate_sync_failed = false;
+	}
+	if (!order_windows_rebuilt)
+	{
+		int			seeded = -1;
+
+		e = trading_bgw_run_xact("trading broker worker: rebuilding order rate windows",
+								 rebuild_order_windows_body, &seeded);
+		if (e)
+		{
+			ereport(LOG,
+					(errmsg("trading broker worker could not rebuild the order rate windows: %s",
+							e->message)));
+			FreeErrorData(e);
+		}
+		order_windows_rebuilt = (seeded >= 0);
+	}
+}
+
+static void
 reload_config(void)
 {
 	MemoryContextReset(ConfigContext);
@@ -387,35 +462,26 @@ reload_session(void)
 static bool
 rate_grant(const char *rate_class, int64 *wait_us)
 {
-	uint32		gen;
-	int			idx = rl_lookup(rate_class, &gen);
 	RateLimitResult r;
 	static bool warned_unknown = false;
 
 	*wait_us = 0;
-	if (idx >= 0 && broker_rate_margin_ms > 0)
-	{
-		RateEndpoint *ep = &rl_shared->endpoints[idx];
-		bool		ok = true;
-		int64		now = trading_monotonic_us();
-
-		SpinLockAcquire(&ep->mutex);
-		if (ep->in_use && ep->generation == gen && !ep->reconfiguring)
-			ok = rl_allowed(ep, 1, now - (int64) broker_rate_margin_ms * 1000, wait_us);
-		SpinLockRelease(&ep->mutex);
-		if (!ok)
-			return false;
-	}
-	r = ratelimit_try(rate_class, 1, wait_us);
+	r = ratelimit_try(rate_class, 1, (int64) broker_rate_margin_ms * 1000, wait_us);
 	switch (r)
 	{
-		case RL_GRANTED:
+		case RATELIMIT_GRANTED:
 			return true;
-		case RL_REFUSED:
+		case RATELIMIT_REFUSED:
 			if (*wait_us <= 0)
 				*wait_us = 1000;
 			return false;
-		case RL_UNKNOWN_ENDPOINT:
+		case RATELIMIT_UNKNOWN_ENDPOINT:
+			if (rate_sync_failed)
+			{
+				/* its limits may be what failed to load: do not poll blind */
+				*wait_us = RATE_SYNC_RETRY_US;
+				return false;
+			}
 			if (!warned_unknown)
 				ereport(WARNING,
 						(errmsg("rate limit class \"%s\" is not configured; the broker worker polls without it",
@@ -423,7 +489,7 @@ rate_grant(const char *rate_class, int64 *wait_us)
 						 errhint("Add a limit with trading.rate_limit_set().")));
 			warned_unknown = true;
 			return true;
-		case RL_BAD_COST:
+		case RATELIMIT_BAD_COST:
 			*wait_us = 1000000;
 			return false;
 	}
@@ -648,7 +714,7 @@ current_state(void)
 		return BWS_NO_SESSION;
 	if (session.expired)
 		return BWS_SESSION_EXPIRED;
-	return BWS_POLLING;
+	return rate_sync_failed ? BWS_RATE_LIMIT_ERROR : BWS_POLLING;
 }
 
 /* milliseconds until the next scheduled event, bounded */
@@ -738,6 +804,7 @@ broker_worker_main(Datum main_arg)
 	for (;;)
 	{
 		BrokerWorkerState state;
+		bool		polling;
 		long		timeout;
 
 		CHECK_FOR_INTERRUPTS();
@@ -758,7 +825,11 @@ broker_worker_main(Datum main_arg)
 			reload_config();
 			if (was_present && !cfg.extension_present)
 				session_wanted = true;
+			sync_rate_limits();
 		}
+		else if ((rate_sync_failed || ratelimit_sync_needed()) &&
+				 trading_monotonic_us() - last_rate_sync_us >= RATE_SYNC_RETRY_US)
+			sync_rate_limits();
 		if (pg_atomic_read_u64(&bw_shared->session_gen) != seen_session_gen)
 			session_wanted = true;
 		if (session_wanted && cfg.extension_present)
@@ -773,11 +844,14 @@ broker_worker_main(Datum main_arg)
 					 errhint("Call trading.set_broker_session() or trading.broker_login().")));
 			logged_session_wait = true;
 		}
-		if (state == BWS_POLLING)
+		polling = (state == BWS_POLLING || state == BWS_RATE_LIMIT_ERROR);
+		if (polling)
 			schedule_requests();
-		publish_schedule(state == BWS_POLLING);
+		publish_schedule(polling);
 
-		timeout = next_wakeup_ms(state == BWS_POLLING);
+		timeout = next_wakeup_ms(polling);
+		if (rate_sync_failed || ratelimit_sync_needed())
+			timeout = Min(timeout, RATE_SYNC_RETRY_US / 1000);
 		if (broker_http_in_flight() > 0)
 			broker_http_poll((int) Min(timeout, POLL_STEP_MS), request_done);
 		else

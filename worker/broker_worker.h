@@ -81,7 +81,8 @@ typedef enum BrokerWorkerState
 	BWS_PAUSED,					/* trading.broker_poll_enabled = off */
 	BWS_NO_SESSION,
 	BWS_POLLING,
-	BWS_SESSION_EXPIRED
+	BWS_SESSION_EXPIRED,
+	BWS_RATE_LIMIT_ERROR		/* polling, but the limits could not be synced */
 } BrokerWorkerState;
 
 /* session states (trading.worker_status.session_state) */
