@@ -9,7 +9,10 @@
  *	  plaintext in trading.archives.  archive_rows returns the rows as jsonb,
  *	  archive_verify authenticates without returning anything, and
  *	  archive_export / archive_import move the envelope to and from a
- *	  server file (tools/trading-crypt decrypts it without a database).
+ *	  server file (tools/trading-crypt decrypts it without a database);
+ *	  archive_import(name, data bytea) takes the envelope from the client,
+ *	  so importing needs no server-file role (a role that can read server
+ *	  files can read the key file too).
  *
  * No shared state and no locks beyond the table's own (the primary key
  * serialises two archives of the same name).
@@ -42,6 +45,7 @@ PG_FUNCTION_INFO_V1(trading_archive_rows);
 PG_FUNCTION_INFO_V1(trading_archive_verify);
 PG_FUNCTION_INFO_V1(trading_archive_export);
 PG_FUNCTION_INFO_V1(trading_archive_import);
+PG_FUNCTION_INFO_V1(trading_archive_import_data);
 
 #define ARCHIVE_NAME_MAX	200
 #define ARCHIVE_QUERY_MAX	(1024 * 1024)
@@ -321,6 +325,7 @@ trading_archive_rows(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_TRADING_ARCHIVE_MISMATCH),
 					 errmsg("archive \"%s\" is not in JSON lines form", name)));
+		CHECK_FOR_INTERRUPTS();
 		*nl = '\0';
 		value = DirectFunctionCall1(jsonb_in, CStringGetDatum(p));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
@@ -411,6 +416,19 @@ trading_archive_export(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64((int64) VARSIZE_ANY_EXHDR(row.data));
 }
 
+/* Authenticate env under name, then store it; returns the row count. */
+static int64
+import_envelope(const char *name, bytea *env)
+{
+	Size		len;
+	char	   *pt = archive_open(name, env, &len);
+	int64		nrows = count_lines(pt, len);
+
+	archive_store(name, pt, len, nrows, env);
+	memset(pt, 0, len);
+	return nrows;
+}
+
 /* trading.archive_import(name text, path text) returns bigint (rows):
  * an exported archive back into trading.archives under its own name */
 Datum
@@ -420,9 +438,6 @@ trading_archive_import(PG_FUNCTION_ARGS)
 	char	   *path = path_arg(fcinfo, 1, ROLE_PG_READ_SERVER_FILES, "read");
 	struct stat st;
 	bytea	   *env;
-	Size		len;
-	char	   *pt;
-	int64		nrows;
 	int			fd;
 	Size		got = 0;
 
@@ -457,11 +472,21 @@ trading_archive_import(PG_FUNCTION_ARGS)
 	}
 	CloseTransientFile(fd);
 	SET_VARSIZE(env, VARHDRSZ + got);
+	PG_RETURN_INT64(import_envelope(name, env));
+}
 
-	/* authenticate under this name before storing anything */
-	pt = archive_open(name, env, &len);
-	nrows = count_lines(pt, len);
-	archive_store(name, pt, len, nrows, env);
-	memset(pt, 0, len);
-	PG_RETURN_INT64(nrows);
+/* trading.archive_import(name text, data bytea) returns bigint (rows):
+ * an exported archive sent by the client (no server file involved) */
+Datum
+trading_archive_import_data(PG_FUNCTION_ARGS)
+{
+	char	   *name = trading_text_arg(fcinfo, 0, "name", ARCHIVE_NAME_MAX);
+	bytea	   *env;
+
+	trading_require_arg(fcinfo, 1, "data");
+	trading_require_primary("importing an archive");
+	(void) crypto_current_key_version();
+	check_name_free(name);
+	env = PG_GETARG_BYTEA_P(1);
+	PG_RETURN_INT64(import_envelope(name, env));
 }

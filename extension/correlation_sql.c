@@ -17,11 +17,14 @@
  * memory (correlation.c); the caller's transaction writes nothing.
  *
  * Ending an id that is not open in this transaction (begun in another
- * session or an earlier transaction) waits until the queue is written
- * (correlation_flush), then looks the row up in trading.operations: an
+ * session or an earlier transaction) looks the row up in
+ * trading.operations; only when it is not there yet does it wait until
+ * the queue is written (correlation_flush) and look again, so a slow
+ * writer delays only ends of operations whose begin is still queued.  An
  * unknown id is an error, an id already ended by a user is an error, and
  * an id that the extension closed automatically ("abandoned"/"aborted")
- * gets the caller's end, which replaces the automatic one.
+ * gets the caller's end, which replaces the automatic one.  Only the role
+ * that began an operation, or a member of trading_admin, may end it.
  *
  *-------------------------------------------------------------------------
  */
@@ -37,6 +40,7 @@
 #include "pgstat.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -423,36 +427,77 @@ correlation_begin(PG_FUNCTION_ARGS)
 	PG_RETURN_UUID_P(id);
 }
 
+/*
+ * May the current role end an operation begun by "owner"?  The role that
+ * began it, trading_admin members and superusers may.
+ */
+static void
+corr_check_owner(const char *owner, const char *idstr)
+{
+	Oid			admin;
+
+	if (owner == NULL || strcmp(owner, corr_user_name()) == 0 || superuser())
+		return;
+	admin = get_role_oid("trading_admin", true);
+	if (OidIsValid(admin) && has_privs_of_role(GetUserId(), admin))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to end operation %s", idstr),
+			 errdetail("The operation was begun by role \"%s\"; only that role or a member of trading_admin may end it.",
+					   owner)));
+}
+
+/* SELECT started_at, ended, auto_ended, username of id, with the latest
+ * snapshot (the writer committed after this statement's snapshot was
+ * taken); false when there is no row. */
+static bool
+corr_lookup(Datum arg, const char *idstr)
+{
+	Oid			argtype = UUIDOID;
+	SPIPlanPtr	plan;
+
+	plan = SPI_prepare("SELECT started_at, ended_at IS NOT NULL, auto_ended, username "
+					   "FROM trading.operations WHERE id OPERATOR(pg_catalog.=) $1",
+					   1, &argtype);
+	if (plan == NULL ||
+		SPI_execute_snapshot(plan, &arg, NULL, GetLatestSnapshot(),
+							 InvalidSnapshot, true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up correlation id %s", idstr);
+	return SPI_processed > 0;
+}
+
 /* End an operation that is not open here: look it up in the table. */
 static bool
 corr_end_elsewhere(pg_uuid_t *id, const char *status, const char *error,
 				   Datum *duration)
 {
 	Datum		arg = UUIDPGetDatum(id);
-	Oid			argtype = UUIDOID;
 	TimestampTz started_at = 0;
 	bool		started_null = true;
 	bool		ended;
 	bool		automatic;
+	char	   *owner = NULL;
 	TimestampTz now;
 	CorrEventArgs ev = {0};
-	SPIPlanPtr	plan;
 	char	   *idstr = DatumGetCString(DirectFunctionCall1(uuid_out, arg));
-
-	corr_flush(CORR_DEFAULT_FLUSH_TIMEOUT_MS);
+	MemoryContext caller = CurrentMemoryContext;
+	bool		found;
 
 	/*
-	 * The writer committed after this statement's snapshot was taken: look
-	 * with the latest snapshot, whatever the isolation level.
+	 * Look first: an operation whose begin is stored needs no wait for the
+	 * writer.  Only an id not stored yet may still be in the queue.
 	 */
 	SPI_connect();
-	plan = SPI_prepare("SELECT started_at, ended_at IS NOT NULL, auto_ended "
-					   "FROM trading.operations WHERE id = $1", 1, &argtype);
-	if (plan == NULL ||
-		SPI_execute_snapshot(plan, &arg, NULL, GetLatestSnapshot(),
-							 InvalidSnapshot, true, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not look up correlation id %s", idstr);
-	if (SPI_processed == 0)
+	found = corr_lookup(arg, idstr);
+	if (!found)
+	{
+		SPI_finish();
+		corr_flush(CORR_DEFAULT_FLUSH_TIMEOUT_MS);
+		SPI_connect();
+		found = corr_lookup(arg, idstr);
+	}
+	if (!found)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("operation %s does not exist", idstr),
@@ -470,8 +515,13 @@ corr_end_elsewhere(pg_uuid_t *id, const char *status, const char *error,
 		ended = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
 		d = SPI_getbinval(tup, desc, 3, &isnull);
 		automatic = !isnull && DatumGetBool(d);
+		owner = SPI_getvalue(tup, desc, 4);
+		if (owner)
+			owner = MemoryContextStrdup(caller, owner);
 	}
 	SPI_finish();
+
+	corr_check_owner(owner, idstr);
 
 	if (ended && !automatic)
 		ereport(ERROR,
@@ -542,6 +592,14 @@ correlation_end(PG_FUNCTION_ARGS)
 	}
 
 	o = corr_stack[idx];
+	{
+		char		owner[NAMEDATALEN];
+
+		memcpy(owner, o.user, o.user_len);
+		owner[o.user_len] = '\0';
+		corr_check_owner(owner, DatumGetCString(DirectFunctionCall1(uuid_out,
+																	UUIDPGetDatum(&o.id))));
+	}
 	memmove(&corr_stack[idx], &corr_stack[idx + 1],
 			(corr_depth - idx - 1) * sizeof(CorrOpen));
 	corr_depth--;

@@ -14,8 +14,13 @@
  * key versions in a page of its own: an anonymous MAP_SHARED mapping that
  * is mlock()ed (kept out of swap; the postmaster's lock keeps the page
  * resident for every child sharing it), excluded from core dumps, and
- * wiped by the postmaster at exit.  Backends inherit the mapping through
- * fork() and only ever read it.  The key never enters a GUC, a table, a
+ * wiped by the postmaster at exit.  The command's output is read with
+ * read(2) straight into that page (no stdio buffer ever holds a key line),
+ * within trading.key_command_timeout: a command that hangs is killed and
+ * the server starts without a key.  Once loaded, the postmaster makes the
+ * page read-only (mprotect) before any child exists, so every backend
+ * inherits a read-only mapping; only the postmaster's exit callback makes
+ * it writable again, to wipe it.  The key never enters a GUC, a table, a
  * log line or an error message; errors about the key command describe the
  * line and the problem, never the content.
  *
@@ -26,7 +31,9 @@
  * 2^32 random-nonce limit; archives and files get a fresh salt.  Subkeys
  * needed for decryption are cached (CRYPTO_DEC_CACHE entries, keyed by
  * version and salt).  Subkeys and passphrase-derived keys live in another
- * locked, non-dumpable page that the backend wipes when it exits.
+ * locked, non-dumpable page that the backend wipes when it exits.  No
+ * OpenSSL context keeps a key schedule between calls: crypto_envelope.c
+ * keys its one context for each seal or open and cleanses it afterwards.
  *
  * Key check values: a 16-byte HKDF output of each key version is
  * registered in trading.key_versions the first time the version is used,
@@ -45,6 +52,8 @@
 #include "crypto.h"
 #include "crypto_envelope.h"
 
+#include <poll.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -58,6 +67,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 /* largest key command output read */
 #define KEY_OUTPUT_MAX			4096
@@ -91,7 +101,6 @@ typedef struct CryptoSubkey
 	uint32		version;
 	unsigned char salt[TENV_SALT_LEN];
 	unsigned char key[TENV_KEY_LEN];
-	TenvCipher *cipher;			/* GCM context keyed with key */
 } CryptoSubkey;
 
 typedef struct CryptoBackendKeys
@@ -109,6 +118,7 @@ static Size bkeys_size = 0;
 
 /* GUCs */
 static char *crypto_key_command = NULL;
+static int	crypto_key_command_timeout = 30;
 int			crypto_pbkdf2_iterations = TENV_DEFAULT_ITERATIONS;
 
 static void load_server_key(void);
@@ -145,6 +155,7 @@ wipe_keyring(int code, Datum arg)
 	/* children inherit on_proc_exit entries in some paths: owner only */
 	if (keyring == NULL || getpid() != keyring_owner)
 		return;
+	(void) mprotect(keyring, keyring_size, PROT_READ | PROT_WRITE);
 	tenv_wipe(keyring, keyring_size);
 	munlock(keyring, keyring_size);
 }
@@ -154,9 +165,6 @@ wipe_backend_keys(int code, Datum arg)
 {
 	if (bkeys == NULL)
 		return;
-	tenv_cipher_free(bkeys->enc.cipher);
-	for (int i = 0; i < CRYPTO_DEC_CACHE; i++)
-		tenv_cipher_free(bkeys->dec[i].cipher);
 	tenv_wipe(bkeys, bkeys_size);
 	munlock(bkeys, bkeys_size);
 	munmap(bkeys, bkeys_size);
@@ -184,6 +192,20 @@ backend_keys(void)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * trading.key_command may name a key file or carry a KMS client's options:
+ * SHOW and current_setting() give its value to superusers only, not to
+ * pg_read_all_settings (which GUC_SUPERUSER_ONLY alone would let through),
+ * and GUC_NO_SHOW_ALL keeps it out of pg_settings and SHOW ALL.
+ */
+static const char *
+show_key_command(void)
+{
+	if (IsTransactionState() && OidIsValid(GetUserId()) && superuser())
+		return crypto_key_command ? crypto_key_command : "";
+	return "(hidden: superuser only)";
+}
+
 void
 crypto_init(void)
 {
@@ -195,16 +217,26 @@ crypto_init(void)
 							   &crypto_key_command,
 							   "",
 							   PGC_POSTMASTER,
-							   GUC_SUPERUSER_ONLY,
-							   NULL, NULL, NULL);
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, show_key_command);
+	DefineCustomIntVariable("trading.key_command_timeout",
+							"Longest time trading.key_command may run at server start.",
+							"A command still running then is killed and the server starts "
+							"without the server key.",
+							&crypto_key_command_timeout,
+							30, 1, 3600,
+							PGC_POSTMASTER,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("trading.pbkdf2_iterations",
 							"PBKDF2-HMAC-SHA256 iterations of passphrase encryption.",
 							"Stored in each envelope, so values encrypted with another "
-							"setting still decrypt.",
+							"setting still decrypt.  Only superusers may change it; "
+							"trading.encrypt_with_passphrase takes a per-call count.",
 							&crypto_pbkdf2_iterations,
 							TENV_DEFAULT_ITERATIONS,
 							TENV_MIN_ITERATIONS, TENV_MAX_ITERATIONS,
-							PGC_USERSET,
+							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
 
@@ -237,62 +269,126 @@ key_load_failed(void)
 			 errhint("Functions that need the server key will fail until trading.key_command is fixed and the server restarted.")));
 }
 
-static void
-load_server_key(void)
+/*
+ * Run the key command through /bin/sh in a process group of its own and
+ * read its standard output with read(2) straight into keyring->output (a
+ * locked, non-dumpable page), for at most trading.key_command_timeout.
+ * Returns the number of bytes read (KEY_OUTPUT_MAX + 1 when there were
+ * more), or -1 with keyring->load_error set.
+ */
+static ssize_t
+run_key_command(void)
 {
-	FILE	   *fp;
-	size_t		got = 0;
+	int			fds[2];
+	pid_t		pid;
+	ssize_t		got = 0;
 	int			status;
-	int			errline;
-	const char *errmsg_text;
-	int			n;
+	bool		timed_out = false;
+	TimestampTz deadline;
 
-	keyring_size = TYPEALIGN(getpagesize(), sizeof(CryptoKeyring));
-	keyring = locked_page(keyring_size, true, "server key");
-	if (keyring == NULL)
-	{
-		ereport(WARNING,
-				(errmsg("trading: could not allocate memory for the server key: %m")));
-		return;
-	}
-	keyring_owner = getpid();
-	on_proc_exit(wipe_keyring, (Datum) 0);
-
-	if (crypto_key_command == NULL || crypto_key_command[0] == '\0')
-	{
-		snprintf(keyring->load_error, sizeof(keyring->load_error),
-				 "trading.key_command is not set.");
-		return;
-	}
-
-	fflush(NULL);
-	fp = popen(crypto_key_command, "r");
-	if (fp == NULL)
+	if (pipe(fds) != 0)
 	{
 		snprintf(keyring->load_error, sizeof(keyring->load_error),
 				 "trading.key_command could not be started: %m.");
-		key_load_failed();
-		return;
+		return -1;
 	}
-	while (got < KEY_OUTPUT_MAX)
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
 	{
-		size_t		r = fread(keyring->output + got, 1, KEY_OUTPUT_MAX - got, fp);
+		close(fds[0]);
+		close(fds[1]);
+		snprintf(keyring->load_error, sizeof(keyring->load_error),
+				 "trading.key_command could not be started: %m.");
+		return -1;
+	}
+	if (pid == 0)
+	{
+		sigset_t	none;
 
-		if (r == 0)
+		/* the child: its own process group, default signals, stdout = pipe */
+		(void) setpgid(0, 0);
+		sigemptyset(&none);
+		(void) sigprocmask(SIG_SETMASK, &none, NULL);
+		(void) signal(SIGPIPE, SIG_DFL);
+		close(fds[0]);
+		if (fds[1] != STDOUT_FILENO)
+		{
+			(void) dup2(fds[1], STDOUT_FILENO);
+			close(fds[1]);
+		}
+		execl("/bin/sh", "sh", "-c", crypto_key_command, (char *) NULL);
+		_exit(127);
+	}
+	(void) setpgid(pid, pid);
+	close(fds[1]);
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										   crypto_key_command_timeout * 1000);
+	for (;;)
+	{
+		struct pollfd pfd = {.fd = fds[0],.events = POLLIN};
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+														   deadline);
+		ssize_t		r;
+		int			rc;
+
+		if (left <= 0)
+		{
+			timed_out = true;
 			break;
+		}
+		rc = poll(&pfd, 1, (int) Min(left, 1000));
+		if (rc < 0 && errno != EINTR)
+			break;
+		if (rc <= 0)
+			continue;
+		r = read(fds[0], keyring->output + got, KEY_OUTPUT_MAX + 1 - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;				/* end of output (or a read error) */
 		got += r;
+		if (got > KEY_OUTPUT_MAX)
+			break;				/* too long: the check below says so */
 	}
-	/* drain anything beyond the limit so that the command can exit */
-	if (got == KEY_OUTPUT_MAX)
+	close(fds[0]);
+
+	/* wait for it, but not beyond the deadline */
+	for (bool killed = false;;)
 	{
-		char		sink[256];
+		pid_t		w;
 
-		while (fread(sink, 1, sizeof(sink), fp) > 0)
-			got = KEY_OUTPUT_MAX + 1;
-		tenv_wipe(sink, sizeof(sink));
+		if (!killed && (timed_out || got > KEY_OUTPUT_MAX ||
+						TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+														deadline) <= 0))
+		{
+			timed_out = got <= KEY_OUTPUT_MAX;
+			(void) kill(-pid, SIGKILL);
+			(void) kill(pid, SIGKILL);
+			killed = true;
+		}
+		w = waitpid(pid, &status, killed ? 0 : WNOHANG);
+		if (w == pid)
+			break;
+		if (w < 0 && errno != EINTR)
+		{
+			status = -1;
+			break;
+		}
+		if (w == 0)
+			pg_usleep(10000L);
 	}
-	status = pclose(fp);
-
+	if (timed_out)
+	{
+		tenv_wipe(keyring->output, sizeof(keyring->output));
+		snprintf(keyring->load_error, sizeof(keyring->load_error),
+				 "trading.key_command did not finish within %d s (trading.key_command_timeout) and was killed.",
+				 crypto_key_command_timeout);
+		return -1;
+	}
+	if (got > KEY_OUTPUT_MAX)
+		return got;
 	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 	{
 		tenv_wipe(keyring->output, sizeof(keyring->output));
@@ -307,6 +403,30 @@ load_server_key(void)
 		else
 			snprintf(keyring->load_error, sizeof(keyring->load_error),
 					 "trading.key_command could not be waited for: %m.");
+		return -1;
+	}
+	return got;
+}
+
+/* Load the key versions into the key page (postmaster, once). */
+static void
+load_keys_into_page(void)
+{
+	ssize_t		got;
+	int			errline;
+	const char *errmsg_text;
+	int			n;
+
+	if (crypto_key_command == NULL || crypto_key_command[0] == '\0')
+	{
+		snprintf(keyring->load_error, sizeof(keyring->load_error),
+				 "trading.key_command is not set.");
+		return;
+	}
+
+	got = run_key_command();
+	if (got < 0)
+	{
 		key_load_failed();
 		return;
 	}
@@ -356,6 +476,28 @@ load_server_key(void)
 					n, keyring->keys[keyring->current].version)));
 }
 
+static void
+load_server_key(void)
+{
+	keyring_size = TYPEALIGN(getpagesize(), sizeof(CryptoKeyring));
+	keyring = locked_page(keyring_size, true, "server key");
+	if (keyring == NULL)
+	{
+		ereport(WARNING,
+				(errmsg("trading: could not allocate memory for the server key: %m")));
+		return;
+	}
+	keyring_owner = getpid();
+	on_proc_exit(wipe_keyring, (Datum) 0);
+
+	load_keys_into_page();
+
+	/* read-only from now on, for the postmaster and every child it forks */
+	if (mprotect(keyring, keyring_size, PROT_READ) != 0)
+		ereport(WARNING,
+				(errmsg("trading: could not make the server key's memory read-only: %m")));
+}
+
 /* ---------------------------------------------------------------------
  * Reporting.
  * ---------------------------------------------------------------------
@@ -394,7 +536,7 @@ report_envelope_error(TenvStatus st)
 	ereport(ERROR,
 			(errcode(ERRCODE_TRADING_BAD_ENVELOPE),
 			 errmsg("value is not a valid encrypted envelope"),
-			 errdetail("%s.", tenv_strerror(st))));
+			 errdetail_internal("%s", tenv_detail(st))));
 }
 
 static void
@@ -549,16 +691,13 @@ alloc_envelope(Size len)
 	return out;
 }
 
-/* Derive sk's subkey from key version ki and salt, with its GCM context. */
+/* Derive sk's subkey from key version ki and salt. */
 static void
 set_subkey(CryptoSubkey *sk, int ki, const unsigned char *salt)
 {
 	sk->valid = false;
-	tenv_cipher_free(sk->cipher);
-	sk->cipher = NULL;
 	memcpy(sk->salt, salt, TENV_SALT_LEN);
-	if (tenv_derive_subkey(keyring->keys[ki].key, sk->salt, sk->key) != TENV_OK ||
-		(sk->cipher = tenv_cipher_new(sk->key)) == NULL)
+	if (tenv_derive_subkey(keyring->keys[ki].key, sk->salt, sk->key) != TENV_OK)
 		report_envelope_error(TENV_ERR_CRYPTO);
 	sk->version = keyring->keys[ki].version;
 	sk->valid = true;
@@ -610,8 +749,8 @@ server_seal(const char *data, Size len, const char *aad, Size aadlen,
 		st = tenv_write_header(env, TENV_MODE_SERVER_KEY, k->version,
 							   aadlen > 0, sk->salt);
 		if (st == TENV_OK)
-			st = tenv_seal_with(sk->cipher, env, (const unsigned char *) data,
-								len, (const unsigned char *) aad, aadlen);
+			st = tenv_seal(sk->key, env, (const unsigned char *) data,
+						   len, (const unsigned char *) aad, aadlen);
 	}
 	if (st != TENV_OK)
 		report_envelope_error(st);
@@ -660,13 +799,11 @@ parse_for(const bytea *envelope, int mode, Size aadlen, TenvHeader *h)
 }
 
 /*
- * Open with a keyed context (cipher) or, when cipher is NULL, key.  The
- * result is a NUL-terminated palloc'd plaintext, or with as_bytea a bytea
- * (the SQL functions return it without another copy).
+ * Open with key.  The result is a NUL-terminated palloc'd plaintext, or
+ * with as_bytea a bytea (the SQL functions return it without another copy).
  */
 static char *
-open_with(TenvCipher *cipher, const unsigned char *key,
-		  const bytea *envelope, const TenvHeader *h,
+open_with(const unsigned char *key, const bytea *envelope, const TenvHeader *h,
 		  const char *aad, Size aadlen, Size *len, bool as_bytea)
 {
 	Size		hdr = as_bytea ? VARHDRSZ : 0;
@@ -675,12 +812,8 @@ open_with(TenvCipher *cipher, const unsigned char *key,
 	const unsigned char *env = (const unsigned char *) VARDATA_ANY(envelope);
 	TenvStatus	st;
 
-	if (cipher)
-		st = tenv_open_with(cipher, env, h, (const unsigned char *) aad,
-							aadlen, (unsigned char *) out);
-	else
-		st = tenv_open(key, env, h, (const unsigned char *) aad, aadlen,
-					   (unsigned char *) out);
+	st = tenv_open(key, env, h, (const unsigned char *) aad, aadlen,
+				   (unsigned char *) out);
 	if (st != TENV_OK)
 	{
 		pfree(chunk);
@@ -725,7 +858,7 @@ server_open(const bytea *envelope, const char *aad, Size aadlen, Size *len,
 		bk->dec_next = (bk->dec_next + 1) % CRYPTO_DEC_CACHE;
 		set_subkey(sk, ki, h.salt);
 	}
-	return open_with(sk->cipher, NULL, envelope, &h, aad, aadlen, len, as_bytea);
+	return open_with(sk->key, envelope, &h, aad, aadlen, len, as_bytea);
 }
 
 char *
@@ -747,7 +880,7 @@ crypto_decrypt_server_bytea(const bytea *envelope, const char *aad,
 bytea *
 crypto_encrypt_passphrase(const char *data, Size len,
 						  const char *pass, Size passlen,
-						  const char *aad, Size aadlen)
+						  const char *aad, Size aadlen, int iterations)
 {
 	CryptoBackendKeys *bk = backend_keys();
 	bytea	   *out = alloc_envelope(len);
@@ -755,11 +888,10 @@ crypto_encrypt_passphrase(const char *data, Size len,
 	TenvStatus	st;
 
 	st = tenv_write_header(env, TENV_MODE_PASSPHRASE,
-						   (uint32) crypto_pbkdf2_iterations, aadlen > 0, NULL);
+						   (uint32) iterations, aadlen > 0, NULL);
 	if (st == TENV_OK)
 		st = tenv_derive_passphrase(pass, passlen, env + 12,
-									(uint32) crypto_pbkdf2_iterations,
-									bk->scratch);
+									(uint32) iterations, bk->scratch);
 	if (st == TENV_OK)
 		st = tenv_seal(bk->scratch, env, (const unsigned char *) data, len,
 					   (const unsigned char *) aad, aadlen);
@@ -788,7 +920,7 @@ crypto_decrypt_passphrase(const bytea *envelope, const char *pass,
 	}
 	PG_TRY();
 	{
-		out = open_with(NULL, bk->scratch, envelope, &h, aad, aadlen, &len, true);
+		out = open_with(bk->scratch, envelope, &h, aad, aadlen, &len, true);
 	}
 	PG_FINALLY();
 	{

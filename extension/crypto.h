@@ -40,10 +40,11 @@ extern int	crypto_pbkdf2_iterations;
 extern bytea *crypto_encrypt_server_fresh(const char *data, Size len,
 										  const char *aad, Size aadlen);
 
-/* Passphrase mode (PBKDF2 with trading.pbkdf2_iterations). */
+/* Passphrase mode (PBKDF2 with the given iteration count). */
 extern bytea *crypto_encrypt_passphrase(const char *data, Size len,
 										const char *pass, Size passlen,
-										const char *aad, Size aadlen);
+										const char *aad, Size aadlen,
+										int iterations);
 extern bytea *crypto_decrypt_passphrase(const bytea *envelope,
 										const char *pass, Size passlen,
 										const char *aad, Size aadlen);

@@ -7,8 +7,12 @@
  *
  * The AES-256-GCM cipher and the HKDF implementation are fetched once per
  * process and one cipher context is reused, because fetching costs more
- * than encrypting a short row.  Not thread-safe (neither program uses
- * threads).
+ * than encrypting a short row.  The context holds a key schedule only for
+ * the duration of one call: every seal and open ends with
+ * EVP_CIPHER_CTX_reset(), which cleanses it, so no expanded key stays in
+ * OpenSSL's (unlocked, dumpable) heap between calls.  Callers keep keys in
+ * memory of their own (locked pages in the server).  Not thread-safe
+ * (neither program uses threads).
  *
  *-------------------------------------------------------------------------
  */
@@ -69,6 +73,28 @@ tenv_strerror(TenvStatus st)
 			return "the cryptographic library failed";
 	}
 	return "unknown error";
+}
+
+const char *
+tenv_detail(TenvStatus st)
+{
+	switch (st)
+	{
+		case TENV_ERR_TRUNCATED:
+			return "The value is shorter than the 56 bytes of an envelope's header and tag.";
+		case TENV_ERR_MAGIC:
+			return "The value does not begin with the envelope magic \"TRDE\": it was not made by trading.encrypt or trading-crypt.";
+		case TENV_ERR_VERSION:
+			return "Byte 4 names an envelope format version this server does not know (it knows version 1).";
+		case TENV_ERR_MODE:
+			return "Byte 5 names neither the server key (1) nor a passphrase (2).";
+		case TENV_ERR_FLAGS:
+			return "Bytes 6-7 set flag bits other than bit 0 (associated data).";
+		case TENV_ERR_PARAM:
+			return "Bytes 8-11 hold a key version outside 1..999999 or an iteration count outside 100000..10000000.";
+		default:
+			return "The value cannot be parsed as an envelope.";
+	}
 }
 
 static uint32_t
@@ -180,29 +206,8 @@ gcm_update(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *in,
 	return true;
 }
 
-TenvCipher *
-tenv_cipher_new(const unsigned char *key)
-{
-	EVP_CIPHER_CTX *c;
-
-	if (!tenv_setup() || (c = EVP_CIPHER_CTX_new()) == NULL)
-		return NULL;
-	if (EVP_EncryptInit_ex2(c, gcm_cipher, key, NULL, NULL) != 1)
-	{
-		EVP_CIPHER_CTX_free(c);
-		return NULL;
-	}
-	return c;
-}
-
-void
-tenv_cipher_free(TenvCipher *c)
-{
-	EVP_CIPHER_CTX_free(c);		/* cleanses the key schedule */
-}
-
-TenvStatus
-tenv_seal_with(TenvCipher *c, unsigned char *env,
+static TenvStatus
+seal_with(EVP_CIPHER_CTX *c, unsigned char *env,
 			   const unsigned char *pt, size_t len,
 			   const unsigned char *aad, size_t aadlen)
 {
@@ -224,8 +229,8 @@ tenv_seal_with(TenvCipher *c, unsigned char *env,
 	return TENV_OK;
 }
 
-TenvStatus
-tenv_open_with(TenvCipher *c, const unsigned char *env, const TenvHeader *h,
+static TenvStatus
+open_with(EVP_CIPHER_CTX *c, const unsigned char *env, const TenvHeader *h,
 			   const unsigned char *aad, size_t aadlen, unsigned char *out)
 {
 	const unsigned char *ct = env + TENV_HEADER_LEN;
@@ -250,16 +255,23 @@ tenv_open_with(TenvCipher *c, const unsigned char *env, const TenvHeader *h,
 	return TENV_OK;
 }
 
-/* One-off forms: the process's own context, keyed for this call. */
+/*
+ * The process's context, keyed for this call only: the key schedule is
+ * cleansed (EVP_CIPHER_CTX_reset) before returning, whatever the outcome.
+ */
 TenvStatus
 tenv_seal(const unsigned char *key, unsigned char *env,
 		  const unsigned char *pt, size_t len,
 		  const unsigned char *aad, size_t aadlen)
 {
-	if (!tenv_setup() ||
-		EVP_EncryptInit_ex2(gcm_ctx, gcm_cipher, key, NULL, NULL) != 1)
-		return TENV_ERR_CRYPTO;
-	return tenv_seal_with(gcm_ctx, env, pt, len, aad, aadlen);
+	TenvStatus	st = TENV_ERR_CRYPTO;
+
+	if (tenv_setup() &&
+		EVP_EncryptInit_ex2(gcm_ctx, gcm_cipher, key, NULL, NULL) == 1)
+		st = seal_with(gcm_ctx, env, pt, len, aad, aadlen);
+	if (gcm_ctx != NULL)
+		EVP_CIPHER_CTX_reset(gcm_ctx);
+	return st;
 }
 
 TenvStatus
@@ -267,10 +279,14 @@ tenv_open(const unsigned char *key, const unsigned char *env,
 		  const TenvHeader *h, const unsigned char *aad, size_t aadlen,
 		  unsigned char *out)
 {
-	if (!tenv_setup() ||
-		EVP_DecryptInit_ex2(gcm_ctx, gcm_cipher, key, NULL, NULL) != 1)
-		return TENV_ERR_CRYPTO;
-	return tenv_open_with(gcm_ctx, env, h, aad, aadlen, out);
+	TenvStatus	st = TENV_ERR_CRYPTO;
+
+	if (tenv_setup() &&
+		EVP_DecryptInit_ex2(gcm_ctx, gcm_cipher, key, NULL, NULL) == 1)
+		st = open_with(gcm_ctx, env, h, aad, aadlen, out);
+	if (gcm_ctx != NULL)
+		EVP_CIPHER_CTX_reset(gcm_ctx);
+	return st;
 }
 
 static TenvStatus

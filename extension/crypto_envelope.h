@@ -89,24 +89,10 @@ typedef struct TenvKey
 	unsigned char key[TENV_KEY_LEN];
 } TenvKey;
 
-/*
- * An AES-256-GCM context with its key schedule already set up, for callers
- * that seal or open many values under one key (an OpenSSL EVP_CIPHER_CTX,
- * freed with OPENSSL_cleanse of the key schedule).
- */
-typedef struct evp_cipher_ctx_st TenvCipher;
-
 extern const char *tenv_strerror(TenvStatus st);
 
-extern TenvCipher *tenv_cipher_new(const unsigned char *key);
-extern void tenv_cipher_free(TenvCipher *c);
-extern TenvStatus tenv_seal_with(TenvCipher *c, unsigned char *env,
-								 const unsigned char *pt, size_t len,
-								 const unsigned char *aad, size_t aadlen);
-extern TenvStatus tenv_open_with(TenvCipher *c, const unsigned char *env,
-								 const TenvHeader *h,
-								 const unsigned char *aad, size_t aadlen,
-								 unsigned char *out);
+/* A sentence for an error detail ("The value ... ."), capitalised. */
+extern const char *tenv_detail(TenvStatus st);
 
 /* Validate the fixed part of an envelope; fills *h on success. */
 extern TenvStatus tenv_parse(const unsigned char *env, size_t len,

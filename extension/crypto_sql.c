@@ -2,8 +2,10 @@
  *
  * crypto_sql.c
  *	  SQL interface of encryption at rest: trading.encrypt / decrypt in
- *	  server-key mode (with optional associated data) and passphrase mode,
- *	  the text convenience forms, trading.reencrypt (key rotation),
+ *	  server-key mode (with optional associated data) and passphrase mode
+ *	  (encrypt_with_passphrase / decrypt_with_passphrase; the 1.0 overloads
+ *	  encrypt(data, passphrase) and decrypt(data, passphrase) still work
+ *	  with a deprecation WARNING), the text convenience forms, trading.reencrypt (key rotation),
  *	  trading.envelope_info, and the function behind trading.key_status.
  *	  No shared state: see crypto.c for the key and its rules.
  *
@@ -26,6 +28,8 @@ PG_FUNCTION_INFO_V1(trading_encrypt_server_text);
 PG_FUNCTION_INFO_V1(trading_decrypt_server_text);
 PG_FUNCTION_INFO_V1(trading_encrypt_passphrase);
 PG_FUNCTION_INFO_V1(trading_decrypt_passphrase);
+PG_FUNCTION_INFO_V1(trading_encrypt_with_passphrase);
+PG_FUNCTION_INFO_V1(trading_decrypt_with_passphrase);
 PG_FUNCTION_INFO_V1(trading_reencrypt);
 PG_FUNCTION_INFO_V1(trading_envelope_info);
 PG_FUNCTION_INFO_V1(trading_key_versions);
@@ -122,13 +126,56 @@ trading_decrypt_server_text(PG_FUNCTION_ARGS)
 	aad = aad_arg(fcinfo, 1, &aadlen);
 	pt = (char *) crypto_decrypt_server_bytea(env, aad, aadlen);
 	len = VARSIZE(pt) - VARHDRSZ;
-	(void) pg_verify_mbstr(GetDatabaseEncoding(), VARDATA(pt), (int) len, false);
+	/* never pg_verify_mbstr's own error: it quotes the offending bytes */
+	if (!pg_verify_mbstr(GetDatabaseEncoding(), VARDATA(pt), (int) len, true))
+	{
+		explicit_bzero(VARDATA(pt), len);
+		ereport(ERROR,
+				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+				 errmsg("decrypted value is not valid text in encoding \"%s\"",
+						GetDatabaseEncodingName()),
+				 errdetail("The plaintext authenticated but is not a valid string in the database encoding; its bytes are not shown."),
+				 errhint("Use trading.decrypt() to get the plaintext as bytea.")));
+	}
 	PG_RETURN_TEXT_P((text *) pt);
 }
 
-/* trading.encrypt(data bytea, passphrase text [, aad bytea]) */
-Datum
-trading_encrypt_passphrase(PG_FUNCTION_ARGS)
+/*
+ * The 1.0 passphrase overloads encrypt(data, text) and decrypt(data, text)
+ * read like encrypt(data, aad): an untyped literal meant as associated data
+ * silently became a passphrase.  They keep working for 1.0 callers, with
+ * this WARNING, until 2.0 removes them.
+ */
+static void
+warn_deprecated_passphrase(const char *fn)
+{
+	ereport(WARNING,
+			(errcode(ERRCODE_WARNING_DEPRECATED_FEATURE),
+			 errmsg("trading.%s(data, passphrase) is deprecated and will be removed in trading 2.0", fn),
+			 errdetail("The second argument of this form is a passphrase, not associated data."),
+			 errhint("Use trading.%s_with_passphrase(data, passphrase [, aad]); for associated data with the server key pass it typed bytea.", fn)));
+}
+
+/* iterations at argno: absent or NULL = trading.pbkdf2_iterations */
+static int
+iterations_arg(FunctionCallInfo fcinfo, int argno)
+{
+	int32		n;
+
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return crypto_pbkdf2_iterations;
+	n = PG_GETARG_INT32(argno);
+	if (n < TENV_MIN_ITERATIONS || n > TENV_MAX_ITERATIONS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("iterations must be between %d and %d",
+						TENV_MIN_ITERATIONS, TENV_MAX_ITERATIONS),
+				 errdetail("%d iterations were asked for.", n)));
+	return n;
+}
+
+static Datum
+encrypt_passphrase(FunctionCallInfo fcinfo)
 {
 	Size		len,
 				passlen,
@@ -136,14 +183,14 @@ trading_encrypt_passphrase(PG_FUNCTION_ARGS)
 	const char *data = varlena_arg(fcinfo, 0, "data", &len);
 	const char *pass = passphrase_arg(fcinfo, 1, &passlen);
 	const char *aad = aad_arg(fcinfo, 2, &aadlen);
+	int			iterations = iterations_arg(fcinfo, 3);
 
 	PG_RETURN_BYTEA_P(crypto_encrypt_passphrase(data, len, pass, passlen,
-												aad, aadlen));
+												aad, aadlen, iterations));
 }
 
-/* trading.decrypt(data bytea, passphrase text [, aad bytea]) */
-Datum
-trading_decrypt_passphrase(PG_FUNCTION_ARGS)
+static Datum
+decrypt_passphrase(FunctionCallInfo fcinfo)
 {
 	Size		passlen,
 				aadlen;
@@ -156,6 +203,37 @@ trading_decrypt_passphrase(PG_FUNCTION_ARGS)
 	pass = passphrase_arg(fcinfo, 1, &passlen);
 	aad = aad_arg(fcinfo, 2, &aadlen);
 	PG_RETURN_BYTEA_P(crypto_decrypt_passphrase(env, pass, passlen, aad, aadlen));
+}
+
+/* trading.encrypt(data bytea, passphrase text [, aad bytea]): 1.0, deprecated */
+Datum
+trading_encrypt_passphrase(PG_FUNCTION_ARGS)
+{
+	warn_deprecated_passphrase("encrypt");
+	return encrypt_passphrase(fcinfo);
+}
+
+/* trading.decrypt(data bytea, passphrase text [, aad bytea]): 1.0, deprecated */
+Datum
+trading_decrypt_passphrase(PG_FUNCTION_ARGS)
+{
+	warn_deprecated_passphrase("decrypt");
+	return decrypt_passphrase(fcinfo);
+}
+
+/* trading.encrypt_with_passphrase(data bytea, passphrase text,
+ *		aad bytea DEFAULT '', iterations integer DEFAULT NULL) */
+Datum
+trading_encrypt_with_passphrase(PG_FUNCTION_ARGS)
+{
+	return encrypt_passphrase(fcinfo);
+}
+
+/* trading.decrypt_with_passphrase(data bytea, passphrase text, aad bytea DEFAULT '') */
+Datum
+trading_decrypt_with_passphrase(PG_FUNCTION_ARGS)
+{
+	return decrypt_passphrase(fcinfo);
 }
 
 /* trading.reencrypt(data bytea [, aad bytea]): the same plaintext under
@@ -200,7 +278,7 @@ trading_envelope_info(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_TRADING_BAD_ENVELOPE),
 				 errmsg("value is not a valid encrypted envelope"),
-				 errdetail("%s.", tenv_strerror(st))));
+				 errdetail_internal("%s", tenv_detail(st))));
 	values[0] = Int32GetDatum(h.format_version);
 	values[1] = CStringGetTextDatum(h.mode == TENV_MODE_SERVER_KEY
 									? "server_key" : "passphrase");

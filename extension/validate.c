@@ -4,7 +4,7 @@
  *	  The C part of trading.validate_config(): the checks that need the
  *	  server's own view of things SQL cannot see, without revealing them.
  *
- *	  trading._validate_server()  three rows (check, ok, detail, hint):
+ *	  trading._validate_server()  five rows (check, ok, detail, hint):
  *		preloaded				is trading in shared_preload_libraries (a
  *								setting only superusers may read in SQL)
  *		key_loaded				did trading.key_command give a key at start
@@ -13,6 +13,16 @@
  *								server's user (or root for the program),
  *								not writable by others, key files not
  *								readable by others
+ *		key_readers				which roles can reach the server key: the
+ *								superusers, and every role with privileges
+ *								of pg_read_server_files (reads the key file,
+ *								/proc/<pid>/mem), pg_execute_server_program
+ *								(runs the key command) or
+ *								pg_write_server_files (rewrites what the
+ *								server runs); ok when only superusers can
+ *		broker_url_cleartext	trading.broker_url is not http:// to a host
+ *								other than loopback (the access token would
+ *								cross the network in clear text)
  *
  * trading.key_command is a superuser-only setting: it names where the key
  * comes from.  Nothing here ever returns or logs its value, a path from it,
@@ -30,6 +40,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -314,6 +325,100 @@ put_check(ReturnSetInfo *rsinfo, const char *name, bool ok,
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
+/*
+ * Roles that can reach the key.  Names only: the caller may read pg_roles
+ * anyway.
+ */
+static void
+check_key_readers(ReturnSetInfo *rsinfo)
+{
+	bool		ok = true;
+	StringInfoData supers,
+				others;
+
+	initStringInfo(&supers);
+	initStringInfo(&others);
+	SPI_connect();
+	if (SPI_execute("SELECT r.rolname::pg_catalog.text, r.rolsuper, "
+					"pg_catalog.array_to_string(ARRAY["
+					" CASE WHEN pg_catalog.pg_has_role(r.oid, 'pg_read_server_files', 'USAGE') THEN 'pg_read_server_files' END,"
+					" CASE WHEN pg_catalog.pg_has_role(r.oid, 'pg_execute_server_program', 'USAGE') THEN 'pg_execute_server_program' END,"
+					" CASE WHEN pg_catalog.pg_has_role(r.oid, 'pg_write_server_files', 'USAGE') THEN 'pg_write_server_files' END"
+					"], ', ') "
+					"FROM pg_catalog.pg_roles r "
+					"WHERE r.rolname OPERATOR(pg_catalog.!~) '^pg_' AND (r.rolsuper"
+					" OR pg_catalog.pg_has_role(r.oid, 'pg_read_server_files', 'USAGE')"
+					" OR pg_catalog.pg_has_role(r.oid, 'pg_execute_server_program', 'USAGE')"
+					" OR pg_catalog.pg_has_role(r.oid, 'pg_write_server_files', 'USAGE')) "
+					"ORDER BY 1", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_roles");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *name = SPI_getvalue(tup, desc, 1);
+		bool		isnull;
+		bool		super = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+
+		if (super)
+			appendStringInfo(&supers, "%s%s", supers.len ? ", " : "", name);
+		else
+		{
+			appendStringInfo(&others, "%s%s (%s)", others.len ? ", " : "",
+							 name, SPI_getvalue(tup, desc, 3));
+			ok = false;
+		}
+	}
+	SPI_finish();
+	put_check(rsinfo, "key_readers", ok,
+			  psprintf("superusers can reach the server key: %s; other roles that can (server files or programs): %s",
+					   supers.len ? supers.data : "none",
+					   others.len ? others.data : "none"),
+			  ok ? NULL : "Revoke pg_read_server_files, pg_execute_server_program and pg_write_server_files from roles that must not reach the key; import archives with trading.archive_import(name, data bytea), which needs none of them.");
+}
+
+/* Is host (up to len bytes) a loopback name or address? */
+static bool
+loopback_host(const char *host, int len)
+{
+	return (len == 9 && pg_strncasecmp(host, "localhost", 9) == 0) ||
+		(len >= 4 && strncmp(host, "127.", 4) == 0) ||
+		(len == 5 && strncmp(host, "[::1]", 5) == 0);
+}
+
+static void
+check_broker_url(ReturnSetInfo *rsinfo)
+{
+	const char *url = GetConfigOption("trading.broker_url", true, false);
+	const char *host;
+	int			len;
+
+	if (url == NULL)
+	{
+		put_check(rsinfo, "broker_url_cleartext", true,
+				  "trading.broker_url is not defined (the broker worker is not loaded)", NULL);
+		return;
+	}
+	if (pg_strncasecmp(url, "http://", 7) != 0)
+	{
+		put_check(rsinfo, "broker_url_cleartext", true,
+				  "trading.broker_url does not use cleartext http://", NULL);
+		return;
+	}
+	host = url + 7;
+	if (host[0] == '[')
+		len = strcspn(host, "]") + 1;
+	else
+		len = strcspn(host, ":/?#");
+	if (loopback_host(host, len))
+		put_check(rsinfo, "broker_url_cleartext", true,
+				  "trading.broker_url uses http:// to a loopback address only", NULL);
+	else
+		put_check(rsinfo, "broker_url_cleartext", false,
+				  "trading.broker_url uses cleartext http:// to a host that is not loopback: the access token and orders cross the network unencrypted",
+				  "Use https:// (Kite's API is https://api.kite.trade), or a TLS proxy on loopback.");
+}
+
 Datum
 trading_validate_server(PG_FUNCTION_ARGS)
 {
@@ -343,6 +448,8 @@ trading_validate_server(PG_FUNCTION_ARGS)
 	check_key_command(&r);
 	put_check(rsinfo, "key_command_permissions", r.ok, r.detail.data,
 			  r.ok ? NULL : r.hint);
+	check_key_readers(rsinfo);
+	check_broker_url(rsinfo);
 
 	return (Datum) 0;
 }

@@ -79,15 +79,29 @@ SELECT trading.correlation_flush();
 SELECT depth, operation, status FROM trading.operation_chain(:'outer_id');
 
 -- Ending an operation begun in another transaction (or session, as
--- through PgBouncer): the user's end replaces the automatic one.
+-- through PgBouncer): the user's end replaces the automatic one.  Only the
+-- role that began it (or trading_admin) may end it: another analyst's end
+-- is refused and leaves the owner's end to count.
+CREATE ROLE regress_trading_analyst2 LOGIN IN ROLE trading_analyst;
+\c - regress_trading_analyst
 SELECT trading.correlation_begin('pooled_request') AS pooled \gset
+SELECT trading.correlation_begin('ended_by_admin') AS by_admin \gset
+SELECT trading.correlation_flush();
+\c - regress_trading_analyst2
+SET trading.correlation_log_ids = off;
+\set VERBOSITY sqlstate
+SELECT trading.correlation_end(:'pooled', 'hijacked');
+SELECT trading.correlation_end(:'by_admin', 'hijacked');
+\c - regress_trading_admin
+SET trading.correlation_log_ids = off;
+SELECT trading.correlation_end(:'by_admin', 'closed_by_admin') >= interval '0' AS admin_may_end;
 \c - regress_trading_analyst
 SET trading.correlation_log_ids = off;
 \set VERBOSITY terse
 SELECT trading.correlation_end(:'pooled', 'filled') >= interval '0' AS ended_elsewhere;
 SELECT trading.correlation_flush();
 SELECT operation, status, error, auto_ended, end_backend_pid <> backend_pid AS other_backend
-FROM trading.operations WHERE id = :'pooled';
+FROM trading.operations WHERE id IN (:'pooled', :'by_admin') ORDER BY operation;
 -- Once ended by a user it cannot be ended again (the message names the id).
 \set VERBOSITY sqlstate
 SELECT trading.correlation_end(:'pooled');

@@ -18,8 +18,7 @@ SHOW trading.pbkdf2_iterations;
 SELECT pg_temp.try($$SET trading.pbkdf2_iterations = 99999$$);
 SET trading.pbkdf2_iterations = 100000;    -- keep the test fast
 -- The key command is visible to superusers only, and is not the key.
-SELECT setting = 'trading-getkey-file trading_regress.key' AS key_command_set
-FROM pg_settings WHERE name = 'trading.key_command';
+SELECT current_setting('trading.key_command') = 'trading-getkey-file trading_regress.key' AS key_command_set;
 
 -- ---- server key ----
 SET ROLE regress_trading_admin;
@@ -104,33 +103,35 @@ WHERE id IN (SELECT id FROM pg_temp.secrets
 SELECT count(*) FILTER (WHERE trading.decrypt(v, int4send(id)) = int4send(id)) AS all_decrypt FROM pg_temp.secrets;
 
 -- ---- passphrase mode ----
-SELECT convert_from(trading.decrypt(trading.encrypt('pnl report'::bytea, 'regress-pass-A1'), 'regress-pass-A1'), 'UTF8') AS pass_round_trip;
-SELECT trading.encrypt('pnl'::bytea, 'regress-pass-A1') AS env_pass \gset
+SELECT convert_from(trading.decrypt_with_passphrase(trading.encrypt_with_passphrase('pnl report'::bytea, 'regress-pass-A1'), 'regress-pass-A1'), 'UTF8') AS pass_round_trip;
+SELECT trading.encrypt_with_passphrase('pnl'::bytea, 'regress-pass-A1') AS env_pass \gset
 SELECT mode, key_version, iterations, aad_bound FROM trading.envelope_info(:'env_pass');
 -- iterations are read from the envelope: changing the setting does not matter
-SET trading.pbkdf2_iterations = 120000;
-SELECT trading.decrypt(:'env_pass'::bytea, 'regress-pass-A1') = 'pnl'::bytea AS older_iterations_decrypt;
-SELECT iterations FROM trading.envelope_info(trading.encrypt('x'::bytea, 'regress-pass-A1'));
-SET trading.pbkdf2_iterations = 100000;
-SELECT pg_temp.try(format('SELECT trading.decrypt(%L::bytea, %L)', :'env_pass', 'regress-wrong-B2')) AS wrong_passphrase;
-SELECT pg_temp.try(format('SELECT trading.decrypt(%L::bytea, %L)', :'env_pass', '')) AS empty_passphrase;
-SELECT pg_temp.try(format('SELECT trading.decrypt(%L::bytea, %L)', :'env_pass', repeat('p', 1025))) AS long_passphrase;
-SELECT pg_temp.try(format('SELECT trading.decrypt(%L::bytea, NULL::text)', :'env_pass')) AS null_passphrase;
-SELECT pg_temp.try($$SELECT trading.encrypt(NULL::bytea, 'regress-pass-A1')$$) AS null_data_pass;
+SELECT trading.encrypt_with_passphrase('pnl'::bytea, 'regress-pass-A1', iterations => 120000) AS env_120k \gset
+SELECT trading.decrypt_with_passphrase(:'env_120k'::bytea, 'regress-pass-A1') = 'pnl'::bytea AS older_iterations_decrypt;
+SELECT iterations FROM trading.envelope_info(:'env_120k');
+SELECT pg_temp.try(format('SELECT trading.decrypt_with_passphrase(%L::bytea, %L)', :'env_pass', 'regress-wrong-B2')) AS wrong_passphrase;
+SELECT pg_temp.try(format('SELECT trading.decrypt_with_passphrase(%L::bytea, %L)', :'env_pass', '')) AS empty_passphrase;
+SELECT pg_temp.try(format('SELECT trading.decrypt_with_passphrase(%L::bytea, %L)', :'env_pass', repeat('p', 1025))) AS long_passphrase;
+SELECT pg_temp.try(format('SELECT trading.decrypt_with_passphrase(%L::bytea, NULL::text)', :'env_pass')) AS null_passphrase;
+SELECT pg_temp.try($$SELECT trading.encrypt_with_passphrase(NULL::bytea, 'regress-pass-A1')$$) AS null_data_pass;
 SELECT pg_temp.try(format('SELECT trading.decrypt(%L::bytea)', :'env_pass')) AS passphrase_value_to_server_key;
-SELECT pg_temp.try(format('SELECT trading.decrypt(%L::bytea, %L)', :'env_plain', 'regress-pass-A1')) AS server_value_to_passphrase;
-SELECT pg_temp.try(format('SELECT trading.decrypt(%L::bytea, %L)',
+SELECT pg_temp.try(format('SELECT trading.decrypt_with_passphrase(%L::bytea, %L)', :'env_plain', 'regress-pass-A1')) AS server_value_to_passphrase;
+SELECT pg_temp.try(format('SELECT trading.decrypt_with_passphrase(%L::bytea, %L)',
        set_byte(:'env_pass'::bytea, 45, get_byte(:'env_pass'::bytea, 45) # 128), 'regress-pass-A1')) AS tampered_pass;
+-- The 1.0 forms still work, with a deprecation WARNING: their second
+-- argument reads like associated data but is a passphrase.
+SELECT trading.decrypt(trading.encrypt('old'::bytea, 'regress-pass-A1'), 'regress-pass-A1') = 'old'::bytea AS deprecated_forms_work;
 -- passphrase with associated data
-SELECT trading.decrypt(trading.encrypt('q'::bytea, 'regress-pass-A1', 'r1'::bytea), 'regress-pass-A1', 'r1'::bytea) = 'q'::bytea AS pass_aad;
-SELECT pg_temp.try(format('SELECT trading.decrypt(%L::bytea, %L, %L::bytea)',
-       trading.encrypt('q'::bytea, 'regress-pass-A1', 'r1'::bytea), 'regress-pass-A1', 'r2')) AS pass_wrong_aad;
+SELECT trading.decrypt_with_passphrase(trading.encrypt_with_passphrase('q'::bytea, 'regress-pass-A1', 'r1'::bytea), 'regress-pass-A1', 'r1'::bytea) = 'q'::bytea AS pass_aad;
+SELECT pg_temp.try(format('SELECT trading.decrypt_with_passphrase(%L::bytea, %L, %L::bytea)',
+       trading.encrypt_with_passphrase('q'::bytea, 'regress-pass-A1', 'r1'::bytea), 'regress-pass-A1', 'r2')) AS pass_wrong_aad;
 RESET ROLE;
 
 -- ---- privileges ----
 -- analyst: passphrase mode and envelope_info; not the server key
 SET ROLE regress_trading_analyst;
-SELECT trading.decrypt(trading.encrypt('a'::bytea, 'regress-pass-A1'), 'regress-pass-A1') = 'a'::bytea AS analyst_passphrase;
+SELECT trading.decrypt_with_passphrase(trading.encrypt_with_passphrase('a'::bytea, 'regress-pass-A1'), 'regress-pass-A1') = 'a'::bytea AS analyst_passphrase;
 SELECT (trading.envelope_info(:'env_plain'::bytea)).mode AS analyst_info;
 SELECT pg_temp.try(format('SELECT trading.decrypt(%L::bytea)', :'env_plain')) AS analyst_server_decrypt;
 SELECT pg_temp.try($$SELECT trading.encrypt('a'::bytea)$$) AS analyst_server_encrypt;
@@ -139,11 +140,11 @@ SELECT pg_temp.try($$SELECT * FROM trading.key_versions$$) AS analyst_kcv;
 RESET ROLE;
 -- reader and PUBLIC: neither mode
 SET ROLE regress_trading_reader;
-SELECT pg_temp.try($$SELECT trading.encrypt('a'::bytea, 'regress-pass-A1')$$) AS reader_passphrase;
+SELECT pg_temp.try($$SELECT trading.encrypt_with_passphrase('a'::bytea, 'regress-pass-A1')$$) AS reader_passphrase;
 SELECT pg_temp.try(format('SELECT trading.decrypt(%L::bytea)', :'env_plain')) AS reader_server_decrypt;
 RESET ROLE;
 SET ROLE regress_trading_nobody;
-SELECT pg_temp.try($$SELECT trading.encrypt('a'::bytea, 'regress-pass-A1')$$) AS public_passphrase;
+SELECT pg_temp.try($$SELECT trading.encrypt_with_passphrase('a'::bytea, 'regress-pass-A1')$$) AS public_passphrase;
 SELECT pg_temp.try(format('SELECT trading.decrypt(%L::bytea)', :'env_plain')) AS public_server_decrypt;
 RESET ROLE;
 -- nothing crypto is executable by PUBLIC, and only trading_admin holds the server key functions

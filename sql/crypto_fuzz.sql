@@ -55,7 +55,7 @@ DECLARE
 BEGIN
     BEGIN
         IF pass IS NOT NULL THEN
-            out := trading.decrypt(v, pass);
+            out := trading.decrypt_with_passphrase(v, pass);
         ELSIF aad IS NOT NULL THEN
             out := trading.decrypt(v, aad);
         ELSE
@@ -88,7 +88,7 @@ FROM seeds, generate_series(1, 40);
 
 -- 150 mutations of passphrase envelopes (each costs a full PBKDF2)
 CREATE TEMP TABLE pseeds AS
-SELECT i, trading.encrypt(pg_temp.rand_bytes((random() * 100)::int), 'fuzz-passphrase-C3') AS env
+SELECT i, trading.encrypt_with_passphrase(pg_temp.rand_bytes((random() * 100)::int), 'fuzz-passphrase-C3') AS env
 FROM generate_series(1, 3) i;
 SELECT count(pg_temp.feed('passphrase', pg_temp.mutate(env), 'fuzz-passphrase-C3', NULL))
 FROM pseeds, generate_series(1, 50);

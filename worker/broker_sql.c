@@ -4,9 +4,15 @@
  *	  SQL-callable functions of the broker worker module:
  *
  *	  set_broker_session(api_key, access_token)	 store the session
- *	  broker_login(api_key, request_token, api_secret)
+ *	  broker_login(api_key, request_token [, api_secret])
  *		the Kite login exchange (POST /session/token with the SHA-256
- *		checksum), then store the session it returns
+ *		checksum), then store the session it returns; without api_secret
+ *		the secret stored by set_broker_api_secret is used, so the secret
+ *		is in no statement, log line or pg_stat_activity row of a login
+ *	  set_broker_api_secret(api_key, api_secret)
+ *		store the api secret once, encrypted with the server key (AAD
+ *		"trading.broker_api_secret:" || api_key); pass it as a bind
+ *		parameter (docs/SECURITY.md)
  *	  clear_broker_session()
  *	  _worker_config_changed()	statement trigger on poll_intervals and
  *								watchlist: wakes the worker after commit
@@ -45,10 +51,12 @@
 #include "utils/wait_event.h"
 
 #define SESSION_AAD "trading.broker_session"
+#define API_SECRET_AAD "trading.broker_api_secret:"
 #define LOGIN_RATE_WAIT_MS	10000
 
 PG_FUNCTION_INFO_V1(set_broker_session);
 PG_FUNCTION_INFO_V1(broker_login);
+PG_FUNCTION_INFO_V1(set_broker_api_secret);
 PG_FUNCTION_INFO_V1(clear_broker_session);
 PG_FUNCTION_INFO_V1(broker_worker_config_changed);
 PG_FUNCTION_INFO_V1(broker_worker_status);
@@ -336,12 +344,95 @@ json_child_object(JsonbContainer *c, const char *key)
 	return v.val.binary.data;
 }
 
+static char *
+api_secret_aad(const char *api_key)
+{
+	return psprintf(API_SECRET_AAD "%s", api_key);
+}
+
+/*
+ * The api secret stored for api_key, decrypted (palloc'd; the caller
+ * wipes it).  42704 when none is stored.
+ */
+static char *
+stored_api_secret(const char *api_key)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(api_key)};
+	bytea	   *env = NULL;
+	char	   *aad = api_secret_aad(api_key);
+	char	   *secret;
+	Size		len;
+
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT secret FROM trading.broker_api_secret "
+							  "WHERE api_key OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read trading.broker_api_secret");
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull);
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		env = DatumGetByteaPCopy(d);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	if (env == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("no api secret is stored for this api_key"),
+				 errdetail("broker_login(api_key, request_token) uses the secret stored by trading.set_broker_api_secret()."),
+				 errhint("Store it once with trading.set_broker_api_secret(api_key, api_secret), passing the secret as a bind parameter.")));
+	secret = crypto_decrypt_with_server_key(env, aad, strlen(aad), &len);
+	if (strlen(secret) != len)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the stored api secret is not a string")));
+	return secret;
+}
+
+/* set_broker_api_secret(api_key text, api_secret text) */
+Datum
+set_broker_api_secret(PG_FUNCTION_ARGS)
+{
+	char	   *api_key = trading_text_arg(fcinfo, 0, "api_key", 128);
+	char	   *api_secret = trading_text_arg(fcinfo, 1, "api_secret", 256);
+	char	   *aad = api_secret_aad(api_key);
+	Oid			argtypes[2] = {TEXTOID, BYTEAOID};
+	Datum		values[2];
+
+	trading_check_database();
+	trading_require_primary("storing the broker api secret");
+	check_credential("api_key", api_key, false);
+	check_credential("api_secret", api_secret, true);
+	require_server_key();
+	values[0] = CStringGetTextDatum(api_key);
+	values[1] = PointerGetDatum(crypto_encrypt_with_server_key(api_secret,
+															   strlen(api_secret),
+															   aad, strlen(aad)));
+	explicit_bzero(api_secret, strlen(api_secret));
+	SPI_connect();
+	if (SPI_execute_with_args("INSERT INTO trading.broker_api_secret AS s (api_key, secret, set_at) "
+							  "VALUES ($1, $2, pg_catalog.clock_timestamp()) "
+							  "ON CONFLICT (api_key) DO UPDATE SET "
+							  "secret = EXCLUDED.secret, set_at = EXCLUDED.set_at",
+							  2, argtypes, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not store the broker api secret");
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
 Datum
 broker_login(PG_FUNCTION_ARGS)
 {
 	char	   *api_key = trading_text_arg(fcinfo, 0, "api_key", 128);
 	char	   *request_token = trading_text_arg(fcinfo, 1, "request_token", 256);
-	char	   *api_secret = trading_text_arg(fcinfo, 2, "api_secret", 256);
+	char	   *api_secret = PG_NARGS() > 2
+		? trading_text_arg(fcinfo, 2, "api_secret", 256) : NULL;
 	char		checksum[65];
 	char	   *form;
 	char	   *url;
@@ -363,10 +454,13 @@ broker_login(PG_FUNCTION_ARGS)
 	trading_require_primary("logging in to the broker");
 	check_credential("api_key", api_key, false);
 	check_credential("request_token", request_token, true);
-	check_credential("api_secret", api_secret, true);
+	if (api_secret)
+		check_credential("api_secret", api_secret, true);
 	require_server_key();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "broker_login must return a record");
+	if (api_secret == NULL)
+		api_secret = stored_api_secret(api_key);
 
 	sha256_hex3(api_key, request_token, api_secret, checksum);
 	explicit_bzero(api_secret, strlen(api_secret));
