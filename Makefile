@@ -30,7 +30,7 @@ PG_CONFIG ?= pg_config
 # headers and fmgr macros; everything else is an error.
 PG_CPPFLAGS = -I$(srcdir)/extension -Wextra -Werror \
 	-Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
-SHLIB_LINK = -lcurl -lssl -lcrypto
+SHLIB_LINK = -lcurl -lwebsockets -lssl -lcrypto
 
 REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/regress.conf

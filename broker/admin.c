@@ -14,6 +14,7 @@
  *   POST /admin/tick           n=N: advance the random walk N steps
  *   POST /admin/reset          everything back to the start-up state
  *   GET  /admin/health         liveness
+ *   GET/POST /admin/ws         the WebSocket ticker: settings, faults, counters (ws.c)
  * Replies use the Kite envelope {"status":"success","data":...}.
  */
 #include "broker.h"
@@ -164,6 +165,8 @@ admin_dispatch(struct req *r)
 	}
 	else if (is(r, "/admin/faults"))
 		admin_faults(r, &rp);
+	else if (is(r, "/admin/ws"))
+		ws_admin(r, &rp);
 	else if (!writing(r) && !is(r, "/admin/token"))
 		reply_error(&rp, 405, "InputException", "use POST");
 	else if (is(r, "/admin/token"))

@@ -160,6 +160,21 @@ auth_check(struct req *r, reply *rp)
 	return ok;
 }
 
+/*
+ * The WebSocket ticker's handshake check (ws.c): api_key and access_token
+ * from the query string name a live session.  Needs g_lock.
+ */
+bool
+auth_token_ok(const char *api_key, const char *access_token)
+{
+	session    *s;
+
+	if (!api_key || !access_token || strcmp(api_key, g_cfg.api_key) != 0)
+		return false;
+	s = session_find(access_token);
+	return s != NULL && session_live(s, now_epoch());
+}
+
 void
 auth_arm_expiry(long n)
 {

@@ -142,6 +142,7 @@ void		h_profile(struct req *r, char **args, reply *rp);
 char	   *auth_mint_request_token(void);	/* caller frees; needs g_lock */
 void		auth_admin_token(struct req *r, jbuf *out);	/* needs g_lock */
 void		auth_arm_expiry(long n);	/* needs g_lock */
+bool		auth_token_ok(const char *api_key, const char *access_token);	/* needs g_lock */
 
 /* ---- market.c ---- */
 typedef struct instrument
@@ -166,12 +167,16 @@ int			market_load(const char *path, char *err, size_t errlen);
 void		market_reset(void);
 void		market_free(void);
 int			market_find(const char *key);	/* EXCHANGE:SYMBOL or token; -1 */
+int			market_find_token(long token);	/* -1 when unknown */
 int			market_find2(const char *exchange, const char *symbol);
 instrument *market_get(int idx);
 int			market_count(void);
 void		market_step(void);	/* one random-walk tick; needs g_lock */
 void		market_set_price(int idx, double price);	/* needs g_lock */
 double		market_round_tick(const instrument *in, double p);
+/* level k (0-4) of the synthetic depth; sign -1 = buy, 1 = sell; needs g_lock */
+void		market_depth_level(const instrument *in, int sign, int k, double *price,
+							   long *qty, int *orders);
 int			market_start_ticker(void);
 void		market_stop_ticker(void);
 long		market_ticks(void);
@@ -274,6 +279,14 @@ struct conn
 	double		opened;
 	struct conn *next, *prev;
 };
+
+/* ---- ws.c: the WebSocket ticker (Kite streaming protocol) ---- */
+int			ws_start(void);	/* no-op unless --ws-port was given */
+void		ws_stop(void);
+int			ws_port(void);	/* -1 when off */
+int			ws_option(const char *name, const char *value, char *err, size_t errlen);
+void		ws_order_update(const char *json, size_t len);	/* any thread */
+void		ws_admin(struct req *r, reply *rp);
 
 /* ---- admin.c ---- */
 int			admin_start(void);

@@ -62,7 +62,7 @@ enum
 	O_CASH, O_COMMODITY_CASH, O_MIS_MARGIN, O_HOLDING, O_TLS_CERT, O_TLS_KEY,
 	O_RATE_QUOTE, O_RATE_OTHER, O_RATE_ORDERS, O_RATE_ORDERS_MIN, O_RATE_ORDERS_DAY,
 	O_NO_RATE_LIMIT, O_MAX_MODS, O_FAULT, O_LOG, O_QUIET, O_THREADS, O_IDLE_TIMEOUT,
-	O_REQUIRE_VERSION, O_HELP, O_VERSION
+	O_REQUIRE_VERSION, O_HELP, O_VERSION, O_WS
 };
 
 /* fault flags are handed to faults_set() under their own name */
@@ -115,6 +115,20 @@ static const struct option long_opts[] = {
 	{"threads", required_argument, NULL, O_THREADS},
 	{"idle-timeout", required_argument, NULL, O_IDLE_TIMEOUT},
 	{"require-version", no_argument, NULL, O_REQUIRE_VERSION},
+	{"ws-port", required_argument, NULL, O_WS},
+	{"ws-port-file", required_argument, NULL, O_WS},
+	{"ws-tick-ms", required_argument, NULL, O_WS},
+	{"ws-heartbeat-ms", required_argument, NULL, O_WS},
+	{"ws-max-connections", required_argument, NULL, O_WS},
+	{"ws-max-tokens", required_argument, NULL, O_WS},
+	{"ws-max-queue-kb", required_argument, NULL, O_WS},
+	{"ws-stall", required_argument, NULL, O_WS},
+	{"ws-stall-pongs", required_argument, NULL, O_WS},
+	{"ws-close", required_argument, NULL, O_WS},
+	{"ws-malformed", required_argument, NULL, O_WS},
+	{"ws-truncate", required_argument, NULL, O_WS},
+	{"ws-refuse", required_argument, NULL, O_WS},
+	{"ws-slow", required_argument, NULL, O_WS},
 	{"help", no_argument, NULL, O_HELP},
 	{"version", no_argument, NULL, O_VERSION},
 	{NULL, 0, NULL, 0}
@@ -165,6 +179,14 @@ usage(FILE *f)
 			"  --expire-token-after N   tokens expire after N authenticated requests\n"
 			"  --fault-classes LIST     session,user,portfolio,orders,order_write,quote,\n"
 			"                           instruments,unknown or all (all)\n"
+			"WebSocket ticker (off unless --ws-port is given):\n"
+			"  --ws-port N              ticker port (0 = pick a free one)\n"
+			"  --ws-port-file F         write the ticker port to F once listening\n"
+			"  --ws-tick-ms N           ticks per instrument every N ms (1000)\n"
+			"  --ws-heartbeat-ms N      heartbeat after N ms without a frame (1000)\n"
+			"  --ws-max-connections N (3)  --ws-max-tokens N (3000)  --ws-max-queue-kb N (4096)\n"
+			"  faults, each armed N times: --ws-stall N  --ws-close N  --ws-malformed N\n"
+			"  --ws-truncate N  --ws-refuse N  --ws-slow N  --ws-stall-pongs 0|1 (1)\n"
 			"Logging:\n"
 			"  --log F                  request log (stderr; '-' = stdout)  --quiet\n");
 }
@@ -324,6 +346,10 @@ parse_args(int argc, char **argv, char **holdings, int *nholdings)
 				if (faults_set(&g_cfg.faults, name, optarg, err, sizeof(err)) != 0)
 					die("--%s: %s", name, err);
 				break;
+			case O_WS:
+				if (ws_option(name + 3, optarg, err, sizeof(err)) != 0)
+					die("--%s: %s", name, err);
+				break;
 			case O_LOG: g_cfg.log_path = optarg; break;
 			case O_QUIET: g_cfg.quiet = true; break;
 			case O_THREADS: g_cfg.threads = num_arg(name, optarg, 0); break;
@@ -432,9 +458,13 @@ main(int argc, char **argv)
 	}
 	if (market_start_ticker() != 0)
 		die("cannot start the price ticker");
+	if (ws_start() != 0)
+		die("cannot start the WebSocket ticker");
 	write_port_file(g_cfg.port_file, http_port());
 	if (g_cfg.admin_port >= 0)
 		write_port_file(g_cfg.admin_port_file, admin_port());
+	if (ws_port() >= 0)
+		printf("paper-broker WebSocket ticker on ws://%s:%d\n", g_cfg.bind, ws_port());
 	printf("paper-broker %s listening on %s://%s:%u (admin http://%s:%u), %d instruments, seed %llu\n",
 		   PB_VERSION, g_cfg.tls_cert ? "https" : "http", g_cfg.bind, http_port(),
 		   g_cfg.admin_bind, g_cfg.admin_port >= 0 ? admin_port() : 0, market_count(),
@@ -445,6 +475,7 @@ main(int argc, char **argv)
 		;
 	log_line("paper-broker: signal %d, shutting down\n", sig);
 
+	ws_stop();
 	market_stop_ticker();
 	admin_stop();
 	http_stop();

@@ -97,6 +97,15 @@ market_find(const char *key)
 }
 
 int
+market_find_token(long token)
+{
+	char		buf[24];
+
+	snprintf(buf, sizeof(buf), "%ld", token);
+	return market_find(buf);
+}
+
+int
 market_find2(const char *exchange, const char *symbol)
 {
 	char		key[160];
@@ -419,19 +428,32 @@ ohlc_obj(jbuf *j, const instrument *in)
 	j_end_obj(j);
 }
 
+void
+market_depth_level(const instrument *in, int sign, int k, double *price, long *qty,
+				   int *orders)
+{
+	uint64_t	h = mix64((uint64_t) in->token * 31 + (uint64_t) tick_count * 7 + (uint64_t) (k + 1) * (sign > 0 ? 3 : 5));
+
+	*qty = 1 + (long) (h % 2000);
+	*price = market_round_tick(in, in->last + sign * (k + (sign > 0 ? 1 : 0)) * in->tick);
+	*orders = 1 + (int) ((h >> 16) % 20);
+}
+
 static void
 depth_side(jbuf *j, const instrument *in, const char *side, int sign, long *total)
 {
 	j_karr(j, side);
 	for (int k = 0; k < 5; k++)
 	{
-		uint64_t	h = mix64((uint64_t) in->token * 31 + (uint64_t) tick_count * 7 + (uint64_t) (k + 1) * (sign > 0 ? 3 : 5));
-		long		q = 1 + (long) (h % 2000);
+		double		p;
+		long		q;
+		int			n;
 
+		market_depth_level(in, sign, k, &p, &q, &n);
 		j_obj(j);
-		j_knum(j, "price", market_round_tick(in, in->last + sign * (k + (sign > 0 ? 1 : 0)) * in->tick));
+		j_knum(j, "price", p);
 		j_kint(j, "quantity", q);
-		j_kint(j, "orders", 1 + (long) ((h >> 16) % 20));
+		j_kint(j, "orders", n);
 		j_end_obj(j);
 		*total += q * 10;
 	}

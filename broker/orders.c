@@ -107,6 +107,24 @@ order_index(const order *o)
 	return -1;
 }
 
+static void emit_order(jbuf *j, const order *o, const ostate *st, bool full);
+
+/* push the order's new state to the WebSocket ticker's clients */
+static void
+order_stream(const order *o)
+{
+	jbuf		j;
+
+	jb_init(&j);
+	j_obj(&j);
+	j_kstr(&j, "type", "order");
+	j_key(&j, "data");
+	emit_order(&j, o, &o->cur, true);
+	j_end_obj(&j);
+	ws_order_update(j.buf, j.len);
+	jb_free(&j);
+}
+
 /* record the current state as a new history entry */
 static void
 push_state(order *o, const char *status, const char *msg)
@@ -116,6 +134,7 @@ push_state(order *o, const char *status, const char *msg)
 	o->cur.ts = now_epoch();
 	o->hist = grow_array(o->hist, o->nhist, &o->caphist, sizeof(ostate), 8);
 	o->hist[o->nhist++] = o->cur;
+	order_stream(o);
 }
 
 static void

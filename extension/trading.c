@@ -37,6 +37,7 @@ _PG_init(void)
 	correlation_init();
 	metrics_init();
 	broker_worker_init();
+	ticker_init();
 
 	MarkGUCPrefixReserved("trading");
 

@@ -66,6 +66,10 @@ extern void broker_worker_init(void);
 extern void broker_worker_shmem_request(void);
 extern void broker_worker_shmem_startup(void);
 
+extern void ticker_init(void);
+extern void ticker_shmem_request(void);
+extern void ticker_shmem_startup(void);
+
 /* shmem.c */
 extern void trading_shmem_install_hooks(void);
 
@@ -139,4 +143,11 @@ extern void trading_register_worker(const char *function_name, const char *name,
 #define ERRCODE_TRADING_BROKER_UNREACHABLE		MAKE_SQLSTATE('T','R','3','0','1')
 #define ERRCODE_TRADING_BROKER_REFUSED			MAKE_SQLSTATE('T','R','3','0','2')
 #define ERRCODE_TRADING_WORKER_MALFORMED		MAKE_SQLSTATE('T','R','3','0','4')
+#endif
+
+/* ---- ticker SQLSTATEs (TR7xx), appended by the ticker module ---- */
+#ifndef TRADING_TICKER_SQLSTATES
+#define TRADING_TICKER_SQLSTATES
+#define ERRCODE_TRADING_TICKER_MALFORMED		MAKE_SQLSTATE('T','R','7','0','1')
+#define ERRCODE_TRADING_TICKER_ORDER_UPDATE		MAKE_SQLSTATE('T','R','7','0','2')
 #endif

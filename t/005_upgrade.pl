@@ -74,12 +74,22 @@ my @tables = split / /, $tables_1_0;
 # operations grows while the workers run: compare this test's own rows
 my %rows_of = (operations => "WHERE operation LIKE 'upgrade.%'");
 
+# the columns 1.0 had (1.1 may add columns to a 1.0 table)
+my %cols_of = map {
+	my $t = $_;
+	($t => $old->safe_psql('postgres', qq{
+		SELECT string_agg('x.' || quote_ident(attname), ', ' ORDER BY attnum)
+		FROM pg_attribute WHERE attrelid = 'trading.$t'::regclass
+		AND attnum > 0 AND NOT attisdropped}))
+} @tables;
+
 sub table_digest
 {
 	my ($node, $t) = @_;
 	my $where = $rows_of{$t} // '';
+	my $row = "ROW($cols_of{$t})::text";
 	return $node->safe_psql('postgres',
-		"SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM trading.$t x $where");
+		"SELECT count(*) || ':' || coalesce(md5(string_agg($row, '|' ORDER BY $row)), '') FROM trading.$t x $where");
 }
 my %before = map { $_ => table_digest($old, $_) } @tables;
 ok(scalar(@tables) >= 10, 'the 1.0 tables were found: ' . scalar(@tables));

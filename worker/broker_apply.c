@@ -24,6 +24,7 @@
 #include "broker_worker.h"
 #include "crypto.h"
 #include "metrics.h"
+#include "ticker.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -153,8 +154,17 @@ load_config_body(void *arg)
 			}
 	}
 
-	/* watchlist: batches per mode, within the per-call and URL limits */
-	if (SPI_execute("SELECT instrument, mode FROM trading.watchlist ORDER BY mode, instrument",
+	/*
+	 * watchlist: batches per mode, within the per-call and URL limits.
+	 * While the ticker streams, the instruments it streams are not polled
+	 * (ticker.c); its 'quote' mode is polled as full.
+	 */
+	if (SPI_execute(ticker_streaming() ?
+					"SELECT w.instrument, CASE w.mode WHEN 'quote' THEN 'full' ELSE w.mode END AS m "
+					"FROM trading.watchlist w WHERE NOT EXISTS (SELECT 1 FROM trading.ticker_watchlist t "
+					"WHERE t.instrument OPERATOR(pg_catalog.=) w.instrument) ORDER BY m, w.instrument" :
+					"SELECT instrument, CASE mode WHEN 'quote' THEN 'full' ELSE mode END AS m "
+					"FROM trading.watchlist ORDER BY m, instrument",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read trading.watchlist");
 	initStringInfo(&q);

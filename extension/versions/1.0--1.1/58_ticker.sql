@@ -1,0 +1,1 @@
+../../sql/58_ticker.sql

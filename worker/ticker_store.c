@@ -1,0 +1,766 @@
+/*-------------------------------------------------------------------------
+ *
+ * ticker_store.c
+ *	  The ticker's transactions.  Each function runs its own unit of work
+ *	  through trading_bgw_run_xact(), so an error is rolled back and
+ *	  reported instead of stopping the worker, under
+ *	  SET LOCAL search_path = pg_catalog, pg_temp (extension objects are
+ *	  schema-qualified):
+ *
+ *	  ticker_load_watchlist		trading.ticker_watchlist into the worker's
+ *								subscription table
+ *	  ticker_flush				the buffered ticks: every tick into
+ *								trading.ticks (one in-process COPY per
+ *								flush, the partitions of its days created
+ *								first), the latest per instrument into
+ *								trading.quotes (one multi-row upsert)
+ *	  ticker_apply_order_update	an order text frame through the poller's
+ *								validation and apply path
+ *	  ticker_maintain_partitions retention of trading.ticks
+ *
+ *	  The tick buffer is allocated once (TICK_BUFFER ticks); decoding
+ *	  appends to it from inside the WebSocket callbacks without allocating.
+ *	  A flush that fails keeps the buffer and is retried; only when the
+ *	  buffer is full are the oldest ticks dropped (counted).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "trading.h"
+#include "bgw_common.h"
+#include "broker_worker.h"
+#include "metrics.h"
+#include "ticker.h"
+
+#include <time.h>
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/copy.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_relation.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#define TICK_BUFFER		60000
+#define SAFE_PATH		"SET LOCAL search_path = pg_catalog, pg_temp"
+
+static TickerTick *tick_buf;
+static int	nticks;
+static int64 known_days[4];		/* IST days whose partition exists */
+static int	nknown_days;
+
+/* the COPY data of one flush, read by copy_source() */
+static StringInfoData copy_data;
+static int	copy_pos;
+
+void
+ticker_store_init(void)
+{
+	tick_buf = MemoryContextAllocHuge(TopMemoryContext,
+									  sizeof(TickerTick) * TICK_BUFFER);
+	nticks = 0;
+	initStringInfo(&copy_data);
+}
+
+static void
+safe_path(void)
+{
+	if (SPI_execute(SAFE_PATH, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not set search_path");
+}
+
+/* ---------------------------------------------------------------------
+ * Watchlist
+ * ---------------------------------------------------------------------
+ */
+typedef struct LoadArgs
+{
+	HTAB	   *entries;
+	int			count;
+	int64		over_limit;
+} LoadArgs;
+
+static void
+load_body(void *arg)
+{
+	LoadArgs   *a = (LoadArgs *) arg;
+	HASH_SEQ_STATUS seq;
+	TickerEntry *e;
+
+	safe_path();
+	if (SPI_execute("SELECT instrument, instrument_token, ticker_mode, store_ticks "
+					"FROM trading.ticker_watchlist ORDER BY added_at, instrument",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read trading.ticker_watchlist");
+
+	hash_seq_init(&seq, a->entries);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		e->seen = false;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		token = DatumGetInt64(SPI_getbinval(tup, td, 2, &isnull));
+		char	   *inst = SPI_getvalue(tup, td, 1);
+		char	   *mode = SPI_getvalue(tup, td, 3);
+		bool		store = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+		uint32		key;
+		bool		found;
+
+		if (token <= 0 || token > PG_UINT32_MAX || inst == NULL || mode == NULL)
+			continue;
+		if (a->count >= TICKER_MAX_CONNS * TICKER_MAX_PER_CONN)
+		{
+			a->over_limit++;
+			continue;
+		}
+		key = (uint32) token;
+		e = hash_search(a->entries, &key, HASH_ENTER, &found);
+		if (!found)
+		{
+			e->conn = -1;
+			e->sent_mode = -1;
+		}
+		else if (e->seen)
+			continue;			/* two watchlist rows for one token */
+		strlcpy(e->instrument, inst, sizeof(e->instrument));
+		e->mode = strcmp(mode, "ltp") == 0 ? TM_LTP :
+			strcmp(mode, "full") == 0 ? TM_FULL : TM_QUOTE;
+		e->store = store;
+		e->seen = true;
+		a->count++;
+	}
+}
+
+/*
+ * Load the watchlist into entries: entries no longer watched stay with
+ * seen = false (the caller unsubscribes and removes them).  False (and
+ * nothing changed) when it could not be read.
+ */
+bool
+ticker_load_watchlist(HTAB *entries, int *count)
+{
+	LoadArgs	a = {entries, 0, 0};
+	ErrorData  *e;
+
+	e = trading_bgw_run_xact("trading ticker: loading the watchlist", load_body, &a);
+	if (e)
+	{
+		ereport(LOG,
+				(errmsg("trading ticker could not load the watchlist: %s", e->message)));
+		FreeErrorData(e);
+		return false;
+	}
+	pg_atomic_write_u64(&tk_shared->unsubscribed_over_limit, (uint64) a.over_limit);
+	*count = a.count;
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * The tick buffer
+ * ---------------------------------------------------------------------
+ */
+void
+ticker_buffer_ticks(const TickerTick *ticks, int n)
+{
+	if (n > TICK_BUFFER)
+	{
+		pg_atomic_fetch_add_u64(&tk_shared->ticks_dropped, (uint64) (n - TICK_BUFFER));
+		ticks += n - TICK_BUFFER;
+		n = TICK_BUFFER;
+	}
+	if (nticks + n > TICK_BUFFER)
+	{
+		/* the database has not kept up for long: drop the oldest */
+		int			drop = nticks + n - TICK_BUFFER;
+
+		memmove(tick_buf, tick_buf + drop, sizeof(TickerTick) * (nticks - drop));
+		nticks -= drop;
+		pg_atomic_fetch_add_u64(&tk_shared->ticks_dropped, (uint64) drop);
+	}
+	memcpy(tick_buf + nticks, ticks, sizeof(TickerTick) * n);
+	nticks += n;
+}
+
+int
+ticker_buffered(void)
+{
+	return nticks;
+}
+
+int64
+ticker_oldest_buffered_us(void)
+{
+	return nticks > 0 ? tick_buf[0].received_us : 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Flushing
+ * ---------------------------------------------------------------------
+ */
+
+/* "2026-11-29 10:41:27.123456+00" from a TimestampTz */
+static void
+append_ts(StringInfo s, TimestampTz ts)
+{
+	int64		unix_us = ts + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+	time_t		secs = (time_t) (unix_us / 1000000);
+	int			us = (int) (unix_us % 1000000);
+	struct tm	tm;
+
+	if (us < 0)
+	{
+		us += 1000000;
+		secs--;
+	}
+	gmtime_r(&secs, &tm);
+	appendStringInfo(s, "%04d-%02d-%02d %02d:%02d:%02d.%06d+00",
+					 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+					 tm.tm_hour, tm.tm_min, tm.tm_sec, us);
+}
+
+static void
+append_epoch(StringInfo s, uint32 epoch)
+{
+	time_t		secs = (time_t) epoch;
+	struct tm	tm;
+
+	gmtime_r(&secs, &tm);
+	appendStringInfo(s, "%04d-%02d-%02d %02d:%02d:%02d+00",
+					 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+					 tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+static void
+append_price(StringInfo s, uint32 v, int decimals)
+{
+	char		buf[24];
+
+	appendStringInfoString(s, ticker_price_text(v, decimals, buf));
+}
+
+/* change = last - close, exact (both scaled alike) */
+static void
+append_change(StringInfo s, const TickerTick *t)
+{
+	int64		d = (int64) t->last_price - (int64) t->close;
+	char		buf[24];
+
+	if (d < 0)
+		appendStringInfoChar(s, '-');
+	appendStringInfoString(s, ticker_price_text((uint32) (d < 0 ? -d : d),
+												t->decimals, buf));
+}
+
+/* one row of trading.ticks in COPY text format */
+static void
+append_tick_row(StringInfo s, const TickerTick *t)
+{
+	bool		q = t->mode != TM_LTP;
+	bool		tq = q && t->tradable;
+	bool		full = t->mode == TM_FULL;
+
+	appendStringInfo(s, "%u\t", t->token);
+	append_ts(s, t->received_us);
+	appendStringInfoChar(s, '\t');
+	if (full && t->exchange_time)
+		append_epoch(s, t->exchange_time);
+	else
+		appendStringInfoString(s, "\\N");
+	appendStringInfo(s, "\t%s\t%s\t", ticker_mode_names[t->mode], t->tradable ? "t" : "f");
+	append_price(s, t->last_price, t->decimals);
+	if (tq)
+	{
+		appendStringInfo(s, "\t%u\t", t->last_quantity);
+		append_price(s, t->average_price, t->decimals);
+		appendStringInfo(s, "\t%u\t%u\t%u", t->volume, t->buy_quantity, t->sell_quantity);
+	}
+	else
+		appendStringInfoString(s, "\t\\N\t\\N\t\\N\t\\N\t\\N");
+	if (q)
+	{
+		appendStringInfoChar(s, '\t');
+		append_price(s, t->open, t->decimals);
+		appendStringInfoChar(s, '\t');
+		append_price(s, t->high, t->decimals);
+		appendStringInfoChar(s, '\t');
+		append_price(s, t->low, t->decimals);
+		appendStringInfoChar(s, '\t');
+		append_price(s, t->close, t->decimals);
+		appendStringInfoChar(s, '\t');
+		append_change(s, t);
+	}
+	else
+		appendStringInfoString(s, "\t\\N\t\\N\t\\N\t\\N\t\\N");
+	if (full && t->tradable)
+	{
+		appendStringInfoChar(s, '\t');
+		if (t->last_trade_time)
+			append_epoch(s, t->last_trade_time);
+		else
+			appendStringInfoString(s, "\\N");
+		appendStringInfo(s, "\t%u\t%u\t%u", t->oi, t->oi_day_high, t->oi_day_low);
+		for (int side = 0; side < 2; side++)
+		{
+			const TickerDepth *d = &t->depth[side * 5];
+
+			appendStringInfoString(s, "\t{");
+			for (int k = 0; k < 5; k++)
+			{
+				if (k)
+					appendStringInfoChar(s, ',');
+				append_price(s, d[k].price, t->decimals);
+			}
+			appendStringInfo(s, "}\t{%u,%u,%u,%u,%u}\t{%u,%u,%u,%u,%u}",
+							 d[0].quantity, d[1].quantity, d[2].quantity,
+							 d[3].quantity, d[4].quantity,
+							 d[0].orders, d[1].orders, d[2].orders,
+							 d[3].orders, d[4].orders);
+		}
+	}
+	else
+		appendStringInfoString(s, "\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N");
+	appendStringInfoChar(s, '\n');
+}
+
+static int
+copy_source(void *outbuf, int minread, int maxread)
+{
+	int			n = Min(maxread, copy_data.len - copy_pos);
+
+	if (n <= 0)
+		return 0;
+	memcpy(outbuf, copy_data.data + copy_pos, n);
+	copy_pos += n;
+	return n;
+}
+
+/* IST day number of a TimestampTz */
+static int64
+ist_day(TimestampTz ts)
+{
+	int64		v = ts + (int64) 19800 * USECS_PER_SEC;
+
+	return v >= 0 ? v / USECS_PER_DAY : (v - USECS_PER_DAY + 1) / USECS_PER_DAY;
+}
+
+static void
+ensure_partition(TimestampTz ts)
+{
+	int64		day = ist_day(ts);
+	Oid			argtypes[1] = {TIMESTAMPTZOID};
+	Datum		values[1] = {TimestampTzGetDatum(ts)};
+
+	for (int i = 0; i < nknown_days; i++)
+		if (known_days[i] == day)
+			return;
+	if (SPI_execute_with_args("SELECT trading._ticks_partition($1)", 1, argtypes,
+							  values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not create the partition of trading.ticks");
+	if (nknown_days == lengthof(known_days))
+	{
+		memmove(known_days, known_days + 1, sizeof(int64) * (nknown_days - 1));
+		nknown_days--;
+	}
+	known_days[nknown_days++] = day;
+}
+
+/* COPY copy_data into trading.ticks, in this process */
+static uint64
+copy_ticks(void)
+{
+	Oid			nsp = get_namespace_oid("trading", false);
+	Oid			relid = get_relname_relid("ticks", nsp);
+	Relation	rel;
+	ParseState *pstate;
+	CopyFromState cstate;
+	uint64		n;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "relation trading.ticks does not exist");
+	rel = table_open(relid, RowExclusiveLock);
+	pstate = make_parsestate(NULL);
+	(void) addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL,
+										 false, false);
+	copy_pos = 0;
+	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, copy_source, NIL, NIL);
+	n = CopyFrom(cstate);
+	EndCopyFrom(cstate);
+	free_parsestate(pstate);
+	table_close(rel, NoLock);
+	return n;
+}
+
+/* a text[] literal element, quoted */
+static void
+append_elem_text(StringInfo s, const char *v)
+{
+	appendStringInfoChar(s, '"');
+	for (const char *p = v; *p; p++)
+	{
+		if (*p == '"' || *p == '\\')
+			appendStringInfoChar(s, '\\');
+		appendStringInfoChar(s, *p);
+	}
+	appendStringInfoChar(s, '"');
+}
+
+#define NQCOLS 17
+static const char *const quote_sql =
+"INSERT INTO trading.quotes AS q (instrument, instrument_token, mode, last_price,"
+"  last_quantity, average_price, volume, buy_quantity, sell_quantity, open, high,"
+"  low, close, net_change, oi, last_trade_time, quote_timestamp, raw, updated_at) "
+"SELECT u.i, u.t, u.m, u.lp, u.lq, u.ap, u.v, u.bq, u.sq, u.o, u.h, u.l, u.c,"
+"  u.lp - u.c, u.oi, u.ltt, u.et,"
+"  jsonb_strip_nulls(jsonb_build_object('source', 'ticker', 'mode', u.m,"
+"    'instrument_token', u.t, 'last_price', u.lp, 'last_quantity', u.lq,"
+"    'average_price', u.ap, 'volume', u.v, 'buy_quantity', u.bq,"
+"    'sell_quantity', u.sq, 'ohlc', CASE WHEN u.c IS NOT NULL THEN"
+"      jsonb_build_object('open', u.o, 'high', u.h, 'low', u.l, 'close', u.c) END,"
+"    'change', u.lp - u.c, 'oi', u.oi, 'last_trade_time', u.ltt, 'timestamp', u.et)),"
+"  u.ra "
+"FROM unnest($1::text[], $2::bigint[], $3::text[], $4::numeric[], $5::bigint[],"
+"  $6::numeric[], $7::bigint[], $8::bigint[], $9::bigint[], $10::numeric[],"
+"  $11::numeric[], $12::numeric[], $13::numeric[], $14::bigint[],"
+"  $15::timestamptz[], $16::timestamptz[], $17::timestamptz[])"
+"  AS u(i, t, m, lp, lq, ap, v, bq, sq, o, h, l, c, oi, ltt, et, ra) "
+"WHERE EXISTS (SELECT 1 FROM trading.watchlist w WHERE w.instrument = u.i) "
+"ON CONFLICT (instrument) DO UPDATE SET instrument_token = EXCLUDED.instrument_token,"
+"  mode = EXCLUDED.mode, last_price = EXCLUDED.last_price,"
+"  last_quantity = EXCLUDED.last_quantity, average_price = EXCLUDED.average_price,"
+"  volume = EXCLUDED.volume, buy_quantity = EXCLUDED.buy_quantity,"
+"  sell_quantity = EXCLUDED.sell_quantity, open = EXCLUDED.open, high = EXCLUDED.high,"
+"  low = EXCLUDED.low, close = EXCLUDED.close, net_change = EXCLUDED.net_change,"
+"  oi = EXCLUDED.oi, lower_circuit_limit = NULL, upper_circuit_limit = NULL,"
+"  last_trade_time = EXCLUDED.last_trade_time,"
+"  quote_timestamp = EXCLUDED.quote_timestamp, raw = EXCLUDED.raw,"
+"  updated_at = EXCLUDED.updated_at";
+
+static SPIPlanPtr quote_plan = NULL;
+
+/* add one quote's values to the array literals */
+static void
+append_quote(StringInfo cols, const TickerEntry *e, const TickerTick *t, bool first)
+{
+	bool		q = t->mode != TM_LTP;
+	bool		tq = q && t->tradable;
+	bool		full = t->mode == TM_FULL;
+	char		buf[24];
+	StringInfoData ts;
+
+#define SEP(i) do { if (!first) appendStringInfoChar(&cols[i], ','); } while (0)
+	for (int i = 0; i < NQCOLS; i++)
+		SEP(i);
+	append_elem_text(&cols[0], e->instrument);
+	appendStringInfo(&cols[1], "%u", t->token);
+	appendStringInfoString(&cols[2], ticker_mode_names[t->mode]);
+	appendStringInfoString(&cols[3], ticker_price_text(t->last_price, t->decimals, buf));
+	if (tq)
+	{
+		appendStringInfo(&cols[4], "%u", t->last_quantity);
+		appendStringInfoString(&cols[5], ticker_price_text(t->average_price, t->decimals, buf));
+		appendStringInfo(&cols[6], "%u", t->volume);
+		appendStringInfo(&cols[7], "%u", t->buy_quantity);
+		appendStringInfo(&cols[8], "%u", t->sell_quantity);
+	}
+	else
+		for (int i = 4; i <= 8; i++)
+			appendStringInfoString(&cols[i], "NULL");
+	if (q)
+	{
+		appendStringInfoString(&cols[9], ticker_price_text(t->open, t->decimals, buf));
+		appendStringInfoString(&cols[10], ticker_price_text(t->high, t->decimals, buf));
+		appendStringInfoString(&cols[11], ticker_price_text(t->low, t->decimals, buf));
+		appendStringInfoString(&cols[12], ticker_price_text(t->close, t->decimals, buf));
+	}
+	else
+		for (int i = 9; i <= 12; i++)
+			appendStringInfoString(&cols[i], "NULL");
+	initStringInfo(&ts);
+	if (full && t->tradable)
+	{
+		appendStringInfo(&cols[13], "%u", t->oi);
+		if (t->last_trade_time)
+		{
+			append_epoch(&ts, t->last_trade_time);
+			append_elem_text(&cols[14], ts.data);
+		}
+		else
+			appendStringInfoString(&cols[14], "NULL");
+	}
+	else
+	{
+		appendStringInfoString(&cols[13], "NULL");
+		appendStringInfoString(&cols[14], "NULL");
+	}
+	resetStringInfo(&ts);
+	if (full && t->exchange_time)
+	{
+		append_epoch(&ts, t->exchange_time);
+		append_elem_text(&cols[15], ts.data);
+	}
+	else
+		appendStringInfoString(&cols[15], "NULL");
+	resetStringInfo(&ts);
+	append_ts(&ts, t->received_us);
+	append_elem_text(&cols[16], ts.data);
+	pfree(ts.data);
+#undef SEP
+}
+
+typedef struct FlushArgs
+{
+	HTAB	   *entries;
+	uint64		stored;
+	uint64		not_stored;
+	uint64		quotes;
+} FlushArgs;
+
+static void
+flush_body(void *arg)
+{
+	FlushArgs  *a = (FlushArgs *) arg;
+	HASHCTL		ctl;
+	HTAB	   *latest;
+	StringInfoData cols[NQCOLS];
+	int			nq = 0;
+
+	safe_path();
+
+	/* ticks: the partitions of their days, then one COPY */
+	resetStringInfo(&copy_data);
+	for (int i = 0; i < nticks; i++)
+	{
+		const TickerTick *t = &tick_buf[i];
+		TickerEntry *e = hash_search(a->entries, &t->token, HASH_FIND, NULL);
+
+		if (e == NULL)
+			continue;			/* unsubscribed meanwhile */
+		if (!e->store)
+		{
+			a->not_stored++;
+			continue;
+		}
+		ensure_partition(t->received_us);	/* a cache lookup, mostly */
+		append_tick_row(&copy_data, t);
+	}
+	if (copy_data.len > 0)
+		a->stored = copy_ticks();
+
+	/* quotes: the latest tick of each instrument */
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(uint32);
+	ctl.entrysize = sizeof(uint32) + sizeof(int);
+	ctl.hcxt = CurrentMemoryContext;
+	latest = hash_create("ticker latest", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int i = 0; i < NQCOLS; i++)
+	{
+		initStringInfo(&cols[i]);
+		appendStringInfoChar(&cols[i], '{');
+	}
+	for (int i = nticks - 1; i >= 0; i--)
+	{
+		const TickerTick *t = &tick_buf[i];
+		TickerEntry *e = hash_search(a->entries, &t->token, HASH_FIND, NULL);
+		bool		found;
+
+		if (e == NULL)
+			continue;
+		(void) hash_search(latest, &t->token, HASH_ENTER, &found);
+		if (found)
+			continue;
+		append_quote(cols, e, t, nq == 0);
+		nq++;
+	}
+	if (nq > 0)
+	{
+		Oid			argtypes[NQCOLS];
+		Datum		values[NQCOLS];
+
+		for (int i = 0; i < NQCOLS; i++)
+		{
+			appendStringInfoChar(&cols[i], '}');
+			argtypes[i] = TEXTOID;
+			values[i] = CStringGetTextDatum(cols[i].data);
+		}
+		if (quote_plan == NULL)
+		{
+			SPIPlanPtr	p = SPI_prepare(quote_sql, NQCOLS, argtypes);
+
+			if (p == NULL)
+				elog(ERROR, "could not prepare the ticker's quote upsert: %s",
+					 SPI_result_code_string(SPI_result));
+			SPI_keepplan(p);
+			quote_plan = p;
+		}
+		if (SPI_execute_plan(quote_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not upsert the ticker's quotes");
+		a->quotes = SPI_processed;
+	}
+}
+
+static void
+record_latency(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < nticks; i++)
+	{
+		double		sec = (double) (now - tick_buf[i].received_us) / 1e6;
+		int			b = 0;
+
+		while (b < TICKER_LAT_BUCKETS - 1 && sec > ticker_latency_bounds[b])
+			b++;
+		pg_atomic_fetch_add_u64(&tk_shared->latency_bucket[b], 1);
+		pg_atomic_fetch_add_u64(&tk_shared->latency_sum_us,
+								(uint64) Max(now - tick_buf[i].received_us, 0));
+	}
+	pg_atomic_fetch_add_u64(&tk_shared->latency_count, (uint64) nticks);
+}
+
+/*
+ * Write the buffered ticks (see the file header).  On success the buffer
+ * is empty; on failure it is kept for the next attempt.
+ */
+void
+ticker_flush(HTAB *entries)
+{
+	FlushArgs	a = {entries, 0, 0, 0};
+	ErrorData  *e;
+
+	if (nticks == 0)
+		return;
+	e = trading_bgw_run_xact("trading ticker: writing ticks", flush_body, &a);
+	pg_atomic_fetch_add_u64(&tk_shared->flushes, 1);
+	if (e)
+	{
+		pg_atomic_fetch_add_u64(&tk_shared->flush_errors, 1);
+		ereport(LOG,
+				(errmsg("trading ticker could not write %d ticks: %s", nticks, e->message)));
+		FreeErrorData(e);
+		nknown_days = 0;		/* a partition may have been dropped */
+		if (quote_plan)
+		{
+			SPI_freeplan(quote_plan);
+			quote_plan = NULL;
+		}
+		return;
+	}
+	record_latency();
+	pg_atomic_fetch_add_u64(&tk_shared->ticks_stored, a.stored);
+	pg_atomic_fetch_add_u64(&tk_shared->ticks_not_stored, a.not_stored);
+	pg_atomic_fetch_add_u64(&tk_shared->quotes_written, a.quotes);
+	nticks = 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Order updates
+ * ---------------------------------------------------------------------
+ */
+typedef struct OrderArgs
+{
+	const char *msg;
+	size_t		len;
+	MemoryContext cxt;
+	char	   *finals;
+} OrderArgs;
+
+static void
+order_body(void *arg)
+{
+	OrderArgs  *a = (OrderArgs *) arg;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	char	   *finals;
+
+	safe_path();
+	values[0] = PointerGetDatum(cstring_to_text_with_len(a->msg, (int) a->len));
+	if (SPI_execute_with_args("SELECT array_to_string(trading._ticker_apply_order($1), ',')",
+							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "trading._ticker_apply_order returned no row");
+	finals = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (finals && finals[0])
+		a->finals = MemoryContextStrdup(a->cxt, finals);
+}
+
+/*
+ * An order text frame ({"type":"order","data":{...}}): validated and
+ * applied like a polled order (trading._apply_orders), in its own
+ * transaction, at once.
+ */
+void
+ticker_apply_order_update(const char *msg, size_t len)
+{
+	OrderArgs	a = {msg, len, CurrentMemoryContext, NULL};
+	ErrorData  *e;
+
+	e = trading_bgw_run_xact("trading ticker: applying an order update", order_body, &a);
+	if (e)
+	{
+		pg_atomic_fetch_add_u64(&tk_shared->order_update_errors, 1);
+		ereport(LOG,
+				(errmsg("trading ticker dropped an order update: %s", e->message)));
+		FreeErrorData(e);
+		return;
+	}
+	pg_atomic_fetch_add_u64(&tk_shared->order_updates, 1);
+	if (a.finals)
+	{
+		char	   *save = NULL;
+
+		for (char *item = strtok_r(a.finals, ",", &save); item;
+			 item = strtok_r(NULL, ",", &save))
+		{
+			char	   *bar = strchr(item, '|');
+
+			if (bar == NULL)
+				continue;
+			*bar = '\0';
+			metrics_count_trade(item, bar + 1);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Retention
+ * ---------------------------------------------------------------------
+ */
+static void
+retention_body(void *arg)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(ticker_retention_days)};
+
+	safe_path();
+	if (SPI_execute_with_args("SELECT trading.ticks_drop_expired($1)", 1, argtypes,
+							  values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not apply the retention of trading.ticks");
+}
+
+void
+ticker_maintain_partitions(void)
+{
+	ErrorData  *e;
+
+	if (ticker_retention_days <= 0)
+		return;
+	e = trading_bgw_run_xact("trading ticker: tick retention", retention_body, NULL);
+	if (e)
+	{
+		ereport(LOG,
+				(errmsg("trading ticker could not apply the tick retention: %s", e->message)));
+		FreeErrorData(e);
+	}
+	nknown_days = 0;
+}
