@@ -12,6 +12,9 @@
  *   POST /admin/price          instrument=NSE:INFY (or token) & price=P:
  *                              set the last price and match orders
  *   POST /admin/tick           n=N: advance the random walk N steps
+ *   POST /admin/freeze         instrument=NSE:NIFTY & quantity=N: the
+ *                              exchange freeze quantity (0 = none); above
+ *                              it an order is refused (OrderException)
  *   POST /admin/reset          everything back to the start-up state
  *   GET  /admin/health         liveness
  *   GET/POST /admin/ws         the WebSocket ticker: settings, faults, counters (ws.c)
@@ -195,6 +198,28 @@ admin_dispatch(struct req *r)
 		admin_price(r, &rp);
 	else if (is(r, "/admin/tick"))
 		admin_tick(r, &rp);
+	else if (is(r, "/admin/freeze"))
+	{
+		const char *inst = req_param(r, "instrument");
+		const char *q = req_param(r, "quantity");
+		long		n;
+		int			rc = -1;
+
+		if (inst && q && parse_long(q, &n) && n >= 0)
+		{
+			LOCK();
+			rc = orders_set_freeze(inst, n);
+			UNLOCK();
+		}
+		if (rc != 0)
+			reply_error(&rp, 400, "InputException", "Give instrument=EXCHANGE:SYMBOL and quantity=N >= 0.");
+		else
+		{
+			jb_init(&j);
+			j_bool(&j, true);
+			reply_success(&rp, &j);
+		}
+	}
 	else if (is(r, "/admin/reset"))
 	{
 		LOCK();

@@ -160,6 +160,7 @@ typedef struct instrument
 	long		last_qty;
 	double		last_trade_time;
 	bool		tradable;
+	long		freeze_qty;		/* exchange freeze quantity, 0 = none */
 	char	   *csv_line;		/* original CSV row */
 } instrument;
 
@@ -196,6 +197,7 @@ void		h_place(struct req *r, char **args, reply *rp);
 void		h_modify(struct req *r, char **args, reply *rp);
 void		h_cancel(struct req *r, char **args, reply *rp);
 int			orders_count(void);
+int			orders_set_freeze(const char *key, long qty);	/* needs g_lock */
 
 /* ---- portfolio.c ---- */
 typedef struct position
@@ -243,6 +245,12 @@ typedef struct faults
 	double		drop_rate;
 	long		expire_token_after;	/* authenticated requests; 0 = off */
 	unsigned	class_mask;		/* bit per ep_class; faults apply there */
+	/* faults after the request was carried out (orders: it exists) */
+	double		accept_drop_rate;	/* then close without answering */
+	double		accept_late_rate;	/* then answer after accept_late_ms */
+	long		accept_late_ms;
+	bool		margin_exception;	/* beyond the margin: MarginException */
+	bool		require_market_protection;	/* MARKET/SL-M need it (not 0) */
 } faults;
 
 typedef struct fault_decision
@@ -250,6 +258,8 @@ typedef struct fault_decision
 	long		delay_ms;
 	int			fail_code;
 	bool		rate429, error200, html, truncate, malformed, drop;
+	bool		accept_drop;	/* carry it out, then drop the connection */
+	long		accept_late_ms; /* carry it out, then answer this late */
 } fault_decision;
 
 int			faults_set(faults *f, const char *name, const char *value, char *err, size_t errlen);

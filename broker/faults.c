@@ -8,6 +8,14 @@
  * or made malformed.  Settings come from the command line and can be
  * changed at run time through POST /admin/faults; --fault-classes limits
  * them to some endpoint classes.
+ *
+ * Two faults act after the request was carried out, for the order
+ * outbox's exactly-once tests: accept_drop_rate (the order exists, the
+ * connection closes without a reply) and accept_late_rate (the reply comes
+ * accept_late_ms late, after the client gave up).  margin_exception makes
+ * an order beyond the margin a MarginException instead of a REJECTED
+ * order; require_market_protection refuses MARKET and SL-M orders without
+ * a market_protection (or with 0), as Kite does since April 2026.
  */
 #include "broker.h"
 
@@ -18,7 +26,9 @@
 const char *const fault_param_names[] = {
 	"latency_ms", "latency_jitter_ms", "fail_rate", "fail_codes", "rate429",
 	"error200_rate", "html_rate", "html_status", "truncate_rate",
-	"malformed_rate", "drop_rate", "expire_token_after", "classes", NULL
+	"malformed_rate", "drop_rate", "expire_token_after", "classes",
+	"accept_drop_rate", "accept_late_rate", "accept_late_ms", "margin_exception",
+	"require_market_protection", NULL
 };
 
 static rng	fault_rng;
@@ -149,6 +159,27 @@ faults_set(faults *f, const char *name, const char *value, char *err, size_t err
 		return set_rate(&f->malformed_rate, value, err, errlen);
 	if (strcmp(n, "drop_rate") == 0)
 		return set_rate(&f->drop_rate, value, err, errlen);
+	if (strcmp(n, "accept_drop_rate") == 0)
+		return set_rate(&f->accept_drop_rate, value, err, errlen);
+	if (strcmp(n, "accept_late_rate") == 0)
+		return set_rate(&f->accept_late_rate, value, err, errlen);
+	if (strcmp(n, "accept_late_ms") == 0)
+		return set_ms(&f->accept_late_ms, value, err, errlen);
+	if (strcmp(n, "margin_exception") == 0 || strcmp(n, "require_market_protection") == 0)
+	{
+		bool	   *b = n[0] == 'm' ? &f->margin_exception : &f->require_market_protection;
+
+		if (strcmp(value, "1") == 0 || strcmp(value, "true") == 0 || strcmp(value, "on") == 0)
+			*b = true;
+		else if (strcmp(value, "0") == 0 || strcmp(value, "false") == 0 || strcmp(value, "off") == 0)
+			*b = false;
+		else
+		{
+			snprintf(err, errlen, "expected a boolean, not '%s'", value);
+			return -1;
+		}
+		return 0;
+	}
 	if (strcmp(n, "classes") == 0 || strcmp(n, "fault_classes") == 0)
 		return set_classes(f, value, err, errlen);
 	if (strcmp(n, "html_status") == 0)
@@ -207,6 +238,10 @@ faults_decide(enum ep_class c, fault_decision *d)
 		d->html = true;
 	else if (roll(f->error200_rate))
 		d->error200 = true;
+	else if (roll(f->accept_drop_rate))
+		d->accept_drop = true;
+	else if (roll(f->accept_late_rate))
+		d->accept_late_ms = f->accept_late_ms;
 	else
 	{
 		d->truncate = roll(f->truncate_rate);
@@ -294,6 +329,11 @@ faults_json(jbuf *j)
 	j_knum(j, "malformed_rate", f->malformed_rate);
 	j_knum(j, "drop_rate", f->drop_rate);
 	j_kint(j, "expire_token_after", f->expire_token_after);
+	j_knum(j, "accept_drop_rate", f->accept_drop_rate);
+	j_knum(j, "accept_late_rate", f->accept_late_rate);
+	j_kint(j, "accept_late_ms", f->accept_late_ms);
+	j_kbool(j, "margin_exception", f->margin_exception);
+	j_kbool(j, "require_market_protection", f->require_market_protection);
 	j_karr(j, "classes");
 	for (int i = 0; i < EP_NCLASSES; i++)
 		if (f->class_mask & (1u << i))

@@ -350,6 +350,18 @@ api_dispatch(struct req *r)
 	}
 	if (!rp.body)
 		reply_error(&rp, 500, "GeneralException", "Internal error");
+	if (fd.accept_drop)
+	{
+		free(rp.body);
+		r->status = 0;
+		r->note = "accepted, dropped";
+		return MHD_NO;
+	}
+	if (fd.accept_late_ms > 0)
+	{
+		r->note = "accepted, late";
+		usleep((useconds_t) fd.accept_late_ms * 1000);
+	}
 	faults_apply_body(&rp, &fd);
 	return server_send(r, &rp);
 }

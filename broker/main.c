@@ -110,6 +110,11 @@ static const struct option long_opts[] = {
 	{"drop-rate", required_argument, NULL, O_FAULT},
 	{"expire-token-after", required_argument, NULL, O_FAULT},
 	{"fault-classes", required_argument, NULL, O_FAULT},
+	{"accept-drop-rate", required_argument, NULL, O_FAULT},
+	{"accept-late-rate", required_argument, NULL, O_FAULT},
+	{"accept-late-ms", required_argument, NULL, O_FAULT},
+	{"margin-exception", required_argument, NULL, O_FAULT},
+	{"require-market-protection", required_argument, NULL, O_FAULT},
 	{"log", required_argument, NULL, O_LOG},
 	{"quiet", no_argument, NULL, O_QUIET},
 	{"threads", required_argument, NULL, O_THREADS},
@@ -177,6 +182,10 @@ usage(FILE *f)
 			"  --rate429 R  --error200-rate R  --html-rate R  --html-status N (502)\n"
 			"  --truncate-rate R  --malformed-rate R  --drop-rate R\n"
 			"  --expire-token-after N   tokens expire after N authenticated requests\n"
+			"  --accept-drop-rate R     carry the request out, then drop the connection\n"
+			"  --accept-late-rate R --accept-late-ms N   carry it out, answer N ms late\n"
+			"  --margin-exception 0|1   an order beyond the margin: MarginException (400)\n"
+			"  --require-market-protection 0|1   MARKET/SL-M need market_protection != 0\n"
 			"  --fault-classes LIST     session,user,portfolio,orders,order_write,quote,\n"
 			"                           instruments,unknown or all (all)\n"
 			"WebSocket ticker (off unless --ws-port is given):\n"

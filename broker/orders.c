@@ -73,6 +73,17 @@ orders_count(void)
 	return norders;
 }
 
+int
+orders_set_freeze(const char *key, long qty)
+{
+	instrument *in = market_get(market_find(key));
+
+	if (!in)
+		return -1;
+	in->freeze_qty = qty;
+	return 0;
+}
+
 void
 orders_reset(void)
 {
@@ -504,6 +515,19 @@ h_place(struct req *r, char **args, reply *rp)
 	o->cur.disclosed = get_num(r, "disclosed_quantity", &d) ? (long) d : 0;
 	o->validity_ttl = get_num(r, "validity_ttl", &d) ? (long) d : 0;
 	o->market_protection = get_num(r, "market_protection", &d) ? d : 0;
+	if (req_param(r, "market_protection") &&
+		(!get_num(r, "market_protection", &d) || (d != -1 && (d < 0 || d > 100))))
+		bad = "Invalid `market_protection`: -1 (automatic) or 0 to 100.";
+	else if (g_faults.require_market_protection &&
+			 (strcmp(otype, "MARKET") == 0 || strcmp(otype, "SL-M") == 0) &&
+			 o->market_protection == 0)
+		bad = "Market orders need a `market_protection` (-1 for automatic).";
+	if (bad)
+	{
+		free(o);
+		reply_error(rp, 400, "InputException", bad);
+		return;
+	}
 	o->cur.pending = o->cur.qty;
 	if (strcmp(otype, "MARKET") == 0 || strcmp(otype, "SL-M") == 0)
 		o->cur.price = 0;
@@ -527,9 +551,28 @@ h_place(struct req *r, char **args, reply *rp)
 					in ? "Instrument is not tradable." : "Invalid `tradingsymbol` or `exchange`.");
 		return;
 	}
+	if (in->freeze_qty > 0 && o->cur.qty > in->freeze_qty)
+	{
+		UNLOCK();
+		free(o);
+		snprintf(msg, sizeof(msg), "Quantity exceeds the freeze limit of %ld for %s.",
+				 in->freeze_qty, in->key);
+		reply_error(rp, 400, "OrderException", msg);
+		return;
+	}
 	o->inst = idx;
 	o->cur.price = o->cur.price ? market_round_tick(in, o->cur.price) : 0;
 	o->cur.trigger = o->cur.trigger ? market_round_tick(in, o->cur.trigger) : 0;
+	if (g_faults.margin_exception &&
+		!portfolio_margin_ok(idx, o->product, o->buy, o->cur.qty,
+							 o->cur.price > 0 ? o->cur.price : (o->cur.trigger > 0 ? o->cur.trigger : in->last),
+							 msg, sizeof(msg)))
+	{
+		UNLOCK();
+		free(o);
+		reply_error(rp, 400, "MarginException", msg);
+		return;
+	}
 	o->placed = now_epoch();
 	make_ids(o);
 	orders = grow_array(orders, norders, &caporders, sizeof(order *), 64);

@@ -34,7 +34,8 @@ static struct
 	unsigned long by_status[MAX_STATUS];
 	unsigned long ratelimited[RL_NCLASSES];
 	unsigned long inj_rate429, inj_fail, inj_html, inj_error200, inj_truncate,
-				inj_malformed, inj_drop, inj_latency;
+				inj_malformed, inj_drop, inj_latency,
+				inj_accept_drop, inj_accept_late;
 	unsigned long auth_failures, missing_version;
 	unsigned long conn_opened, conn_closed, conn_seq, reused, max_per_conn;
 	struct conn recent[RECENT_CLOSED];
@@ -139,6 +140,8 @@ stats_injected(const fault_decision *d)
 	S.inj_truncate += d->truncate;
 	S.inj_malformed += d->malformed;
 	S.inj_drop += d->drop;
+	S.inj_accept_drop += d->accept_drop;
+	S.inj_accept_late += d->accept_late_ms > 0;
 	S.inj_latency += d->delay_ms > 0;
 }
 
@@ -209,6 +212,8 @@ stats_json(jbuf *j)
 	j_kint(j, "truncate", (long long) S.inj_truncate);
 	j_kint(j, "malformed", (long long) S.inj_malformed);
 	j_kint(j, "drop", (long long) S.inj_drop);
+	j_kint(j, "accept_drop", (long long) S.inj_accept_drop);
+	j_kint(j, "accept_late", (long long) S.inj_accept_late);
 	j_kint(j, "latency", (long long) S.inj_latency);
 	j_end_obj(j);
 	j_kint(j, "auth_failures", (long long) S.auth_failures);

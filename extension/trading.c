@@ -38,6 +38,7 @@ _PG_init(void)
 	metrics_init();
 	broker_worker_init();
 	ticker_init();
+	order_sender_init();
 
 	MarkGUCPrefixReserved("trading");
 

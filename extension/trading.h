@@ -69,6 +69,9 @@ extern void broker_worker_shmem_startup(void);
 extern void ticker_init(void);
 extern void ticker_shmem_request(void);
 extern void ticker_shmem_startup(void);
+extern void order_sender_init(void);
+extern void order_sender_shmem_request(void);
+extern void order_sender_shmem_startup(void);
 
 /* shmem.c */
 extern void trading_shmem_install_hooks(void);

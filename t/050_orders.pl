@@ -1,0 +1,165 @@
+# Orders from SQL against the paper broker: placing, modifying and
+# cancelling through trading.order_requests; nothing before COMMIT (a
+# rolled-back transaction or savepoint never reaches the broker); the
+# worker-owned columns; each reply class (placed, rejected, unknown then
+# reconciled by tag, retried after a 429 or a refused connection); retry_order;
+# adoption of a tag no request knows.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/../broker/test";
+use lib "$FindBin::RealBin/lib";
+use PostgreSQL::Test::Utils;
+use Test::More;
+use PaperBroker;
+use OrderTest;
+
+my ($node, $b) = OrderTest::setup('orders');
+my $T = "SET ROLE regress_trader;";
+
+sub sq { return $node->safe_psql('postgres', $_[0]); }
+
+# ---- one order, placed once ----
+my $id = $node->safe_psql('postgres', "SELECT trading.place_order('NSE', 'INFY', 'BUY', 5)",
+	extra_params => [ '-U', 'regress_trader' ]);
+ok(OrderTest::wait_final($node, 30), 'the request reaches a final state');
+is(sq("SELECT state || ' ' || tag || ' ' || attempts FROM trading.order_requests WHERE id = $id"),
+	"placed TR$id 1", 'placed after one attempt, tag derived from the id');
+my $oid = sq("SELECT order_id FROM trading.order_requests WHERE id = $id");
+my $tags = OrderTest::broker_tags($b);
+is_deeply($tags->{"TR$id"}, [$oid], 'the broker holds exactly one order with that tag and id');
+my $bo = $b->order($oid);
+is($bo->{market_protection}, -1, 'a MARKET order carries market_protection -1 (automatic)');
+is(sq("SELECT requested_by FROM trading.order_requests WHERE id = $id"), 'regress_trader',
+	'requested_by is the session user');
+ok($node->poll_query_until('postgres',
+	"SELECT broker_status = 'COMPLETE' AND filled_quantity = 5 FROM trading.order_book WHERE id = $id"),
+	'order_book shows the broker state of the order (polled by the broker worker)');
+
+# ---- nothing before COMMIT ----
+my $rb = (split /\n/, sq(qq{
+	$T
+	BEGIN;
+	SELECT trading.place_order('NSE', 'SBIN', 'BUY', 1);
+	SELECT pg_sleep(0.5);
+	ROLLBACK;
+	RESET ROLE;
+	SELECT last_value FROM trading.order_requests_id_seq;
+}))[-1];
+my $sp = sq(qq{
+	$T
+	BEGIN;
+	SAVEPOINT a;
+	SELECT trading.place_order('NSE', 'SBIN', 'BUY', 2);
+	ROLLBACK TO SAVEPOINT a;
+	SELECT trading.place_order('NSE', 'SBIN', 'BUY', 3);
+	COMMIT;
+});
+ok(OrderTest::wait_final($node, 30), 'the committed order of the savepoint test is final');
+$tags = OrderTest::broker_tags($b);
+ok(!exists $tags->{"TR$rb"}, 'a rolled-back transaction never reached the broker');
+ok(!exists $tags->{ 'TR' . ($rb + 1) }, 'a rolled-back savepoint never reached the broker');
+is(scalar @{ $tags->{ 'TR' . ($rb + 2) } // [] }, 1, 'the order after the savepoint did, once');
+is(sq("SELECT count(*) FROM trading.order_requests WHERE id IN ($rb, $rb + 1)"), '0',
+	'no trace of the rolled-back requests');
+
+# ---- a basket from a SELECT is one statement; plain INSERT works ----
+sq(qq{$T INSERT INTO trading.order_requests (exchange, tradingsymbol, transaction_type, quantity, strategy)
+      SELECT 'NSE', s, 'BUY', 1, 'basket' FROM unnest(ARRAY['INFY', 'SBIN', 'TCS']) s});
+ok(OrderTest::wait_final($node, 30), 'basket final');
+is(sq("SELECT string_agg(state, ',') FROM trading.order_requests WHERE strategy = 'basket'"),
+	'placed,placed,placed', 'a basket of three, all placed');
+
+# ---- the worker's columns are not the trader's ----
+my ($ret, $out, $err) = $node->psql('postgres',
+	"$T INSERT INTO trading.order_requests (exchange, tradingsymbol, transaction_type, quantity, state) VALUES ('NSE','INFY','BUY',1,'placed')");
+like($err, qr/permission denied/, 'a trader cannot write state');
+($ret, $out, $err) = $node->psql('postgres', "$T UPDATE trading.order_requests SET state = 'failed'");
+like($err, qr/permission denied/, 'nor update requests');
+($ret, $out, $err) = $node->psql('postgres',
+	"SET ROLE regress_analyst; SELECT trading.place_order('NSE', 'INFY', 'BUY', 1)");
+like($err, qr/permission denied/, 'an analyst cannot place orders');
+
+# ---- modify and cancel ----
+my $lim = sq("$T SELECT trading.place_order('NSE', 'INFY', 'BUY', 2, 'LIMIT', price => 1.00)");
+OrderTest::wait_final($node, 30);
+my $loid = sq("SELECT order_id FROM trading.order_requests WHERE id = $lim");
+is($b->order($loid)->{status}, 'OPEN', 'a LIMIT far below the market rests OPEN');
+my $mod = sq("$T SELECT trading.modify_order('$loid', price => 2.00)");
+OrderTest::wait_final($node, 30);
+is(sq("SELECT state FROM trading.order_requests WHERE id = $mod"), 'placed', 'modification done');
+is($b->order($loid)->{price}, 2, 'the broker has the new price');
+my $can = sq("$T SELECT trading.cancel_order('$loid')");
+OrderTest::wait_final($node, 30);
+is(sq("SELECT state FROM trading.order_requests WHERE id = $can"), 'placed', 'cancellation done');
+is($b->order($loid)->{status}, 'CANCELLED', 'the broker cancelled it');
+
+# ---- rejections are final and keep the message ----
+$b->admin(POST => '/admin/faults', margin_exception => 1);
+my $rich = sq("$T SELECT trading.place_order('NSE', 'INFY', 'BUY', 2000000000, 'LIMIT', 'CNC', price => 1000)");
+OrderTest::wait_final($node, 30);
+is(sq("SELECT state || ' ' || error_type FROM trading.order_requests WHERE id = $rich"),
+	'rejected MarginException', 'beyond the margin: rejected, MarginException');
+like(sq("SELECT state_reason FROM trading.order_requests WHERE id = $rich"), qr/margin/i,
+	'the broker message is kept');
+$b->admin(POST => '/admin/freeze', instrument => 'NSE:SBIN', quantity => 10);
+my $frz = sq("$T SELECT trading.place_order('NSE', 'SBIN', 'BUY', 11)");
+OrderTest::wait_final($node, 30);
+is(sq("SELECT state || ' ' || error_type FROM trading.order_requests WHERE id = $frz"),
+	'rejected OrderException', 'above the broker freeze quantity: OrderException');
+$b->admin(POST => '/admin/faults', reset => 1);
+
+# ---- ambiguity: accepted then dropped, answered too late ----
+for my $fault ([ 'accept_drop_rate', 'accepted then dropped' ],
+	[ 'accept_late_rate', 'answered after the timeout' ])
+{
+	$b->admin(POST => '/admin/faults', reset => 1, $fault->[0] => 1,
+		accept_late_ms => 1500, classes => 'order_write');
+	my $u = sq("$T SELECT trading.place_order('NSE', 'TCS', 'BUY', 1)");
+	ok($node->poll_query_until('postgres',
+		"SELECT state IN ('unknown', 'placed') AND attempts = 1 FROM trading.order_requests WHERE id = $u"),
+		"$fault->[1]: unknown, not re-sent");
+	$b->admin(POST => '/admin/faults', reset => 1);
+	ok(OrderTest::wait_final($node, 30), "$fault->[1]: reconciled");
+	is(sq("SELECT state || ' ' || attempts FROM trading.order_requests WHERE id = $u"), 'placed 1',
+		"$fault->[1]: found by its tag, placed, one attempt");
+	is(scalar @{ OrderTest::broker_tags($b)->{"TR$u"} // [] }, 1, "$fault->[1]: one order at the broker");
+}
+
+# dropped before the broker acted: absent after settling, failed; retry_order sends it again
+$b->admin(POST => '/admin/faults', reset => 1, drop_rate => 1, classes => 'order_write');
+my $gone = sq("$T SELECT trading.place_order('NSE', 'TCS', 'SELL', 1)");
+ok(OrderTest::wait_final($node, 30), 'dropped before acting: settles');
+is(sq("SELECT state || ' ' || attempts FROM trading.order_requests WHERE id = $gone"), 'failed 1',
+	'absent from the order book after the settling time: failed, never re-sent');
+$b->admin(POST => '/admin/faults', reset => 1);
+sq("$T SELECT trading.retry_order($gone)");
+ok(OrderTest::wait_final($node, 30), 'retried');
+is(sq("SELECT state || ' ' || tag FROM trading.order_requests WHERE id = $gone"), "placed TR${gone}R1",
+	'retry_order: placed under a new tag');
+($ret, $out, $err) = $node->psql('postgres', "$T SELECT trading.retry_order($id)");
+like($err, qr/TR617|not failed/, 'retry_order refuses a request that is not failed');
+
+# ---- errors that prove the request never reached the broker are retried ----
+$b->admin(POST => '/admin/faults', reset => 1, rate429 => 1, classes => 'order_write');
+my $r429 = sq("$T SELECT trading.place_order('NSE', 'INFY', 'BUY', 1)");
+ok($node->poll_query_until('postgres',
+	"SELECT attempts >= 2 AND state = 'pending' FROM trading.order_requests WHERE id = $r429"),
+	'a 429 from the broker: pending again, retried');
+$b->admin(POST => '/admin/faults', reset => 1);
+OrderTest::wait_final($node, 30);
+is(sq("SELECT state FROM trading.order_requests WHERE id = $r429"), 'placed', 'then placed');
+is(scalar @{ OrderTest::broker_tags($b)->{"TR$r429"} // [] }, 1, 'once');
+
+# ---- a broker order with our tag that no request knows is adopted ----
+my $alien = $b->place(tradingsymbol => 'INFY', transaction_type => 'BUY', quantity => 1, tag => 'TR999999');
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM trading.adopted_orders WHERE tag = 'TR999999' AND order_id = '$alien'"),
+	'adopted');
+is(sq("SELECT state FROM trading.order_book WHERE tag = 'TR999999'"), 'adopted', 'visible in the order book');
+
+# ---- the whole book agrees ----
+is_deeply([ OrderTest::audit($node, $b) ], [], 'requests and the broker order book agree one to one');
+unlike(slurp_file($node->logfile), qr/trading order sender: [a-z ]+ failed:/, 'no unit of work of the sender failed');
+
+done_testing();
