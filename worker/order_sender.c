@@ -122,50 +122,39 @@ unit_of_work(const char *activity, void (*body) (void *), void *arg)
 }
 
 /*
- * One grant of class, keeping a margin against jitter (as the broker
- * worker does): the request must also have been allowed margin ago, so
- * the broker, which sees requests a little later, never counts more than
- * the limit in its window.
+ * One grant of class as a worker, keeping trading.order_rate_margin
+ * against jitter (docs/RATE_LIMITER.md); *wait_us when refused.
  */
 static bool
 order_rate_grant(const char *rate_class, int64 *wait_us)
 {
-	uint32		gen;
-	int			idx = rl_lookup(rate_class, &gen);
 	static bool warned = false;
 
 	*wait_us = 0;
-	if (idx >= 0 && order_rate_margin_ms > 0)
+	switch (ratelimit_try(rate_class, 1, (int64) order_rate_margin_ms * 1000, wait_us))
 	{
-		RateEndpoint *ep = &rl_shared->endpoints[idx];
-		bool		ok = true;
-		int64		now = trading_monotonic_us();
-
-		SpinLockAcquire(&ep->mutex);
-		if (ep->in_use && ep->generation == gen && !ep->reconfiguring)
-			ok = rl_allowed(ep, 1, now - (int64) order_rate_margin_ms * 1000, wait_us);
-		SpinLockRelease(&ep->mutex);
-		if (!ok)
-			return false;
-	}
-	switch (ratelimit_try(rate_class, 1, wait_us))
-	{
-		case RL_GRANTED:
+		case RATELIMIT_GRANTED:
 			return true;
-		case RL_UNKNOWN_ENDPOINT:
+		case RATELIMIT_UNKNOWN_ENDPOINT:
 			if (!warned)
 				ereport(WARNING,
 						(errmsg("rate limit class \"%s\" is not configured; the order sender sends without it",
 								rate_class)));
 			warned = true;
 			return true;
-		case RL_REFUSED:
-		case RL_BAD_COST:
+		case RATELIMIT_REFUSED:
+		case RATELIMIT_BAD_COST:
 			break;
 	}
 	if (*wait_us <= 0)
 		*wait_us = 1000;
 	return false;
+}
+
+static void
+rate_sync_body(void *arg)
+{
+	(void) ratelimit_sync(RATELIMIT_SYNC_NOWAIT);
 }
 
 static void
@@ -218,7 +207,6 @@ dispatch_body(void *arg)
 	ArrayType  *arr;
 	Datum	   *elems;
 
-	ratelimit_ensure_synced();
 	values[0] = Int32GetDatum(a->free * 2);
 	if (SPI_execute_with_args("SELECT id, kind FROM trading._order_due($1)",
 							  1, argtypes, values, NULL, false, 0) != SPI_OK_SELECT)
@@ -372,6 +360,9 @@ dispatch(void)
 		dispatch_wanted = true; /* when a slot frees */
 		return;
 	}
+	/* the limits last applied stay in force if the table cannot be read */
+	if (ratelimit_sync_needed())
+		unit_of_work("trading order sender: rate limits", rate_sync_body, NULL);
 	memset(&a, 0, sizeof(a));
 	a.free = nfree;
 	unit_of_work("trading order sender: claiming requests", dispatch_body, &a);
