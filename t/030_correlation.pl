@@ -1,8 +1,8 @@
 # Correlation tracking against a real server: ids in the server log,
 # backends that exit or are SIGKILLed mid-operation, the writer's restart
 # and its wait for the extension, 8 concurrent clients (every event stored
-# exactly once; with a tiny queue, dropped == missing), retention, and a
-# hot standby.
+# exactly once; with a tiny queue, dropped == missing), retention, the end
+# of a stored operation while the writer is held back, and a hot standby.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -176,6 +176,25 @@ $node->poll_query_until('postgres',
   or die 'retention did not delete';
 is($node->safe_psql('postgres', "SELECT count(*) FROM trading.operations WHERE operation = 'recent'"),
 	'1', 'rows older than the 7-day retention are deleted, newer ones kept');
+
+# ---- ending a stored operation does not wait for a held-back writer -------
+# (issue 13: correlation_end of another transaction's id flushed first and
+# so waited up to 30 s for a slow writer; now it flushes only when the row
+# is not stored yet)
+my $stored_id = $node->safe_psql('postgres', "SELECT trading.correlation_begin('stored_before')");
+$node->safe_psql('postgres', 'SELECT trading.correlation_flush()');
+my $holder = $node->background_psql('postgres');
+$holder->query_safe('BEGIN; LOCK TABLE trading.operations IN EXCLUSIVE MODE;');
+$node->safe_psql('postgres',
+	"SELECT trading.correlation_end(trading.correlation_begin('queued_behind_lock'))");
+my ($eret, $eout, $eerr) = $node->psql('postgres',
+	"SET statement_timeout = '20s'; SELECT trading.correlation_end('$stored_id', 'late') IS NOT NULL");
+is($eout, 't', 'correlation_end of a stored operation returns while the writer is held back');
+$holder->query_safe('COMMIT;');
+$holder->quit;
+$node->safe_psql('postgres', 'SELECT trading.correlation_flush()');
+is($node->safe_psql('postgres', "SELECT status FROM trading.operations WHERE id = '$stored_id'"),
+	'late', 'and its end is stored once the writer goes on');
 
 # ---- a hot standby: the writer waits for promotion -------------------------
 $node->backup('b1');
