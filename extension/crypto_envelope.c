@@ -7,12 +7,14 @@
  *
  * The AES-256-GCM cipher and the HKDF implementation are fetched once per
  * process and one cipher context is reused, because fetching costs more
- * than encrypting a short row.  The context holds a key schedule only for
- * the duration of one call: every seal and open ends with
- * EVP_CIPHER_CTX_reset(), which cleanses it, so no expanded key stays in
- * OpenSSL's (unlocked, dumpable) heap between calls.  Callers keep keys in
- * memory of their own (locked pages in the server).  Not thread-safe
- * (neither program uses threads).
+ * than encrypting a short row.  The context holds a caller's key schedule
+ * only for the duration of one call: every seal and open ends by re-keying
+ * it with an all-zero key, which overwrites the key schedule and the GCM
+ * hash key in place (EVP_CIPHER_CTX_reset() if that fails), so no expanded
+ * key stays in OpenSSL's (unlocked, dumpable) heap between calls, at the
+ * cost of one AES key expansion instead of an allocation per call.
+ * Callers keep keys in memory of their own (locked pages in the server).
+ * Not thread-safe (neither program uses threads).
  *
  *-------------------------------------------------------------------------
  */
@@ -32,6 +34,7 @@
 
 static EVP_CIPHER *gcm_cipher = NULL;
 static EVP_CIPHER_CTX *gcm_ctx = NULL;
+static bool gcm_bound = false;	/* gcm_ctx initialised with gcm_cipher */
 static EVP_KDF *hkdf = NULL;
 
 static bool
@@ -255,10 +258,36 @@ open_with(EVP_CIPHER_CTX *c, const unsigned char *env, const TenvHeader *h,
 	return TENV_OK;
 }
 
-/*
- * The process's context, keyed for this call only: the key schedule is
- * cleansed (EVP_CIPHER_CTX_reset) before returning, whatever the outcome.
- */
+/* Key the process's context with key, for encryption or decryption. */
+static bool
+gcm_key(const unsigned char *key, bool encrypt)
+{
+	const EVP_CIPHER *c;
+
+	if (!tenv_setup())
+		return false;
+	c = gcm_bound ? NULL : gcm_cipher;
+	gcm_bound = (encrypt ? EVP_EncryptInit_ex2(gcm_ctx, c, key, NULL, NULL)
+				 : EVP_DecryptInit_ex2(gcm_ctx, c, key, NULL, NULL)) == 1;
+	return gcm_bound;
+}
+
+/* Overwrite the caller's key schedule in the context (see the header). */
+static void
+gcm_wipe(void)
+{
+	static const unsigned char zero_key[TENV_KEY_LEN];
+
+	if (gcm_ctx == NULL)
+		return;
+	if (!gcm_bound || EVP_EncryptInit_ex2(gcm_ctx, NULL, zero_key, NULL, NULL) != 1)
+	{
+		EVP_CIPHER_CTX_reset(gcm_ctx);
+		gcm_bound = false;
+	}
+}
+
+/* The process's context, keyed for this call only (wiped before return). */
 TenvStatus
 tenv_seal(const unsigned char *key, unsigned char *env,
 		  const unsigned char *pt, size_t len,
@@ -266,11 +295,9 @@ tenv_seal(const unsigned char *key, unsigned char *env,
 {
 	TenvStatus	st = TENV_ERR_CRYPTO;
 
-	if (tenv_setup() &&
-		EVP_EncryptInit_ex2(gcm_ctx, gcm_cipher, key, NULL, NULL) == 1)
+	if (gcm_key(key, true))
 		st = seal_with(gcm_ctx, env, pt, len, aad, aadlen);
-	if (gcm_ctx != NULL)
-		EVP_CIPHER_CTX_reset(gcm_ctx);
+	gcm_wipe();
 	return st;
 }
 
@@ -281,11 +308,9 @@ tenv_open(const unsigned char *key, const unsigned char *env,
 {
 	TenvStatus	st = TENV_ERR_CRYPTO;
 
-	if (tenv_setup() &&
-		EVP_DecryptInit_ex2(gcm_ctx, gcm_cipher, key, NULL, NULL) == 1)
+	if (gcm_key(key, false))
 		st = open_with(gcm_ctx, env, h, aad, aadlen, out);
-	if (gcm_ctx != NULL)
-		EVP_CIPHER_CTX_reset(gcm_ctx);
+	gcm_wipe();
 	return st;
 }
 
