@@ -39,6 +39,7 @@ _PG_init(void)
 	broker_worker_init();
 	ticker_init();
 	order_sender_init();
+	history_init();
 
 	MarkGUCPrefixReserved("trading");
 

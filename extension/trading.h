@@ -72,6 +72,7 @@ extern void ticker_shmem_startup(void);
 extern void order_sender_init(void);
 extern void order_sender_shmem_request(void);
 extern void order_sender_shmem_startup(void);
+extern void history_init(void);
 
 /* shmem.c */
 extern void trading_shmem_install_hooks(void);

@@ -14,6 +14,9 @@ my $node = TradingTest::node('corr', create_extension => 0,
 	init => { allows_streaming => 1 }, conf => qq{
 restart_after_crash = on
 trading.correlation_writer_delay = 50ms
+# without history archives, old operations are deleted (t/111_history.pl
+# covers the archives)
+trading.history_retention = 0
 });
 
 # ---- the writer waits quietly until the extension exists ----------------

@@ -34,6 +34,7 @@
  */
 #include "trading.h"
 #include "bgw_common.h"
+#include "history.h"
 #include "correlation_int.h"
 
 #include "access/xact.h"
@@ -805,7 +806,8 @@ maintenance(void)
 	int			rounds = 0;
 
 	(void) maintenance_step(close_orphans, "closing orphaned operations");
-	if (corr_retention_s <= 0)
+	/* with history archiving on, old operations move to archives instead */
+	if (corr_retention_s <= 0 || history_retention_s > 0)
 		return;
 	do
 	{
@@ -913,6 +915,9 @@ correlation_writer_main(Datum main_arg)
 		}
 
 		if (n == 0)
+		{
+			history_maybe_run();
 			writer_sleep(corr_writer_delay_ms);
+		}
 	}
 }
