@@ -88,6 +88,10 @@ BEGIN
     END IF;
     SELECT kcv INTO known FROM @extschema@.key_versions WHERE version OPERATOR(pg_catalog.=) NEW.version;
     IF FOUND AND known OPERATOR(pg_catalog.=) NEW.kcv THEN
+        -- registered here already: keep the first registration's time
+        UPDATE @extschema@.key_versions
+           SET registered_at = LEAST(registered_at, NEW.registered_at)
+         WHERE version OPERATOR(pg_catalog.=) NEW.version;
         RETURN NULL;
     END IF;
     RETURN NEW;
