@@ -28,3 +28,12 @@ echo "== building and installing trading"
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 make -s -j2 PG_CONFIG="$PG_CONFIG"
 make -s install PG_CONFIG="$PG_CONFIG"
+
+# The programs live in the server's bindir, which is not on PATH: link them
+# where users find them (only for the system's PostgreSQL).
+bindir=$("$PG_CONFIG" --bindir)
+if [ "$bindir" = /usr/lib/postgresql/15/bin ]; then
+    for p in trading-crypt trading-getkey-file; do
+        ln -sfn "$bindir/$p" "/usr/local/bin/$p"
+    done
+fi
