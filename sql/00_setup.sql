@@ -41,3 +41,5 @@ CREATE ROLE regress_trading_reader LOGIN IN ROLE trading_reader;
 CREATE ROLE regress_trading_analyst LOGIN IN ROLE trading_analyst;
 CREATE ROLE regress_trading_admin LOGIN IN ROLE trading_admin;
 CREATE ROLE regress_trading_nobody LOGIN;
+-- a second analyst: one analyst may not end another's operation
+CREATE ROLE regress_trading_analyst2 LOGIN IN ROLE trading_analyst;

@@ -218,7 +218,7 @@ WHERE operation LIKE 'pooled.%' ORDER BY operation;
 SELECT count(*) FROM trading.correlation_stats;
 -- crypto and archives
 SELECT trading.decrypt_text(trading.encrypt_text('pooled secret')) AS server_key;
-SELECT convert_from(trading.decrypt(trading.encrypt('pooled'::bytea, 'passphrase 1'), 'passphrase 1'), 'UTF8') AS passphrase;
+SELECT convert_from(trading.decrypt_with_passphrase(trading.encrypt_with_passphrase('pooled'::bytea, 'passphrase 1'), 'passphrase 1'), 'UTF8') AS passphrase;
 SELECT trading.archive_create('pooled.archive', 'SELECT g AS n FROM generate_series(1, 3) g') > 0 AS archived;
 SELECT trading.archive_verify('pooled.archive');
 SELECT count(*) FROM trading.archive_rows('pooled.archive');
