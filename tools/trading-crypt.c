@@ -116,6 +116,26 @@ read_all(FILE *fp, size_t *len)
 	return buf;
 }
 
+/* Read fd into secrets->output (at most its size - 1 bytes) with read(2). */
+static size_t
+read_secret(int fd)
+{
+	size_t		got = 0;
+
+	while (got < sizeof(secrets->output) - 1)
+	{
+		ssize_t		r = read(fd, secrets->output + got,
+							 sizeof(secrets->output) - 1 - got);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t) r;
+	}
+	return got;
+}
+
 static void
 load_key_command(const char *cmd)
 {
@@ -127,15 +147,8 @@ load_key_command(const char *cmd)
 
 	if (fp == NULL)
 		fail(EXIT_IO, "could not run the key command: %s", strerror(errno));
-	while (got < sizeof(secrets->output) - 1)
-	{
-		size_t		r = fread(secrets->output + got, 1,
-							  sizeof(secrets->output) - 1 - got, fp);
-
-		if (r == 0)
-			break;
-		got += r;
-	}
+	/* read(2), not fread: no stdio buffer may keep a key line */
+	got = read_secret(fileno(fp));
 	status = pclose(fp);
 	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		fail(EXIT_IO, "%s", "the key command failed");
@@ -167,14 +180,18 @@ set_passphrase(const char *p, size_t len)
 static void
 load_passphrase_file(const char *path)
 {
-	FILE	   *fp = fopen(path, "r");
+	int			fd = open(path, O_RDONLY);
+	size_t		got;
 	size_t		len;
 
-	if (fp == NULL)
+	if (fd < 0)
 		fail(EXIT_IO, "could not open the passphrase file: %s", strerror(errno));
-	if (fgets(secrets->output, sizeof(secrets->output), fp) == NULL)
+	/* read(2) into the secrets page, not through a stdio buffer */
+	got = read_secret(fd);
+	close(fd);
+	secrets->output[got] = '\0';
+	if (got == 0)
 		fail(EXIT_USAGE, "%s", "the passphrase file is empty");
-	fclose(fp);
 	len = strcspn(secrets->output, "\n");
 	set_passphrase(secrets->output, len);
 	tenv_wipe(secrets->output, sizeof(secrets->output));
