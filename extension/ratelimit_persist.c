@@ -16,6 +16,17 @@
  * time of the shutdown; at load, the time the server was down (by the wall
  * clock) is added to each age.  Entries older than their window are dropped.
  *
+ * Layout (native byte order; the file never leaves its server):
+ *	  header: magic "TRL2", layout version, endpoint count, shutdown time
+ *	  per endpoint: name (RATELIMIT_NAME_LEN bytes, NUL-padded), limit count
+ *	  per limit: window (us), n, count, then count ages (us), oldest first
+ *	  trailer: CRC-32C of everything before it
+ * The whole file is read and its checksum verified before anything is
+ * used; then every field is checked against its bounds (windows within 31
+ * days, counts within n, ages not negative and ordered, names terminated,
+ * no endpoint or window twice).  A file that fails any check is ignored
+ * with one WARNING, and the windows start empty.
+ *
  * Runs only in the postmaster, before any backend exists or after all have
  * exited, so no lock is taken.
  *
@@ -25,21 +36,27 @@
 #include "ratelimit_int.h"
 
 #include <unistd.h>
+#include <sys/stat.h>
 
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "port/pg_crc32c.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "utils/timestamp.h"
 
 #define RATELIMIT_STATE_FILE	PGSTAT_STAT_PERMANENT_DIRECTORY "/trading_ratelimit.state"
-#define RATELIMIT_STATE_TMP	RATELIMIT_STATE_FILE ".tmp"
-#define RATELIMIT_STATE_MAGIC	0x54524C31	/* "TRL1" */
+#define RATELIMIT_STATE_TMP		RATELIMIT_STATE_FILE ".tmp"
+#define RATELIMIT_STATE_MAGIC	0x54524C32	/* "TRL2" */
+#define RATELIMIT_STATE_VERSION	2
 
 typedef struct RateLimitStateHeader
 {
 	uint32		magic;
+	uint32		version;
 	int32		nendpoints;
+	int32		pad;
 	int64		wall_us;		/* GetCurrentTimestamp() at shutdown */
 } RateLimitStateHeader;
 
@@ -53,112 +70,144 @@ typedef struct RateLimitStateLimit
 static void
 ratelimit_persist_save(int code, Datum arg)
 {
-	FILE	   *f;
-	RateLimitStateHeader hdr;
+	StringInfoData buf;
+	RateLimitStateHeader hdr = {0};
 	int64		now = trading_monotonic_us();
-	bool		ok = true;
+	pg_crc32c	crc;
+	FILE	   *f;
 
 	/* a crash (code != 0) leaves no trustworthy state */
 	if (code != 0 || ratelimit_shared == NULL)
 		return;
 
-	f = AllocateFile(RATELIMIT_STATE_TMP, PG_BINARY_W);
-	if (f == NULL)
-		goto error;
-
+	initStringInfo(&buf);
 	hdr.magic = RATELIMIT_STATE_MAGIC;
-	hdr.nendpoints = 0;
+	hdr.version = RATELIMIT_STATE_VERSION;
 	for (int i = 0; i < ratelimit_shared->max_endpoints; i++)
 		if (ratelimit_shared->endpoints[i].in_use)
 			hdr.nendpoints++;
 	hdr.wall_us = GetCurrentTimestamp();
-	ok = fwrite(&hdr, sizeof(hdr), 1, f) == 1;
+	appendBinaryStringInfo(&buf, (char *) &hdr, sizeof(hdr));
 
-	for (int i = 0; ok && i < ratelimit_shared->max_endpoints; i++)
+	for (int i = 0; i < ratelimit_shared->max_endpoints; i++)
 	{
 		RateEndpoint *ep = &ratelimit_shared->endpoints[i];
+		char		name[RATELIMIT_NAME_LEN] = {0};
+		int32		nlimits = ep->nlimits;
 
 		if (!ep->in_use)
 			continue;
-		ok = fwrite(ep->name, RATELIMIT_NAME_LEN, 1, f) == 1 &&
-			fwrite(&ep->nlimits, sizeof(int), 1, f) == 1;
-		for (int l = 0; ok && l < ep->nlimits; l++)
+		strlcpy(name, ep->name, RATELIMIT_NAME_LEN);
+		appendBinaryStringInfo(&buf, name, RATELIMIT_NAME_LEN);
+		appendBinaryStringInfo(&buf, (char *) &nlimits, sizeof(nlimits));
+		for (int l = 0; l < ep->nlimits; l++)
 		{
 			RateLimit  *lim = &ep->limits[l];
 			RateLimitStateLimit sl = {lim->per_us, lim->n, lim->count};
 			int64	   *ring = ratelimit_shared->slots + lim->offset;
 			int			oldest = (lim->next - lim->count + lim->n) % lim->n;
 
-			ok = fwrite(&sl, sizeof(sl), 1, f) == 1;
-			for (int k = 0; ok && k < lim->count; k++)
+			appendBinaryStringInfo(&buf, (char *) &sl, sizeof(sl));
+			for (int k = 0; k < lim->count; k++)
 			{
-				int64		age = now - ring[(oldest + k) % lim->n];
+				int64		age = Max(0, now - ring[(oldest + k) % lim->n]);
 
-				ok = fwrite(&age, sizeof(age), 1, f) == 1;
+				appendBinaryStringInfo(&buf, (char *) &age, sizeof(age));
 			}
 		}
 	}
-	if (!ok)
-		goto error;
-	if (FreeFile(f) != 0)
-	{
-		f = NULL;
-		goto error;
-	}
-	(void) durable_rename(RATELIMIT_STATE_TMP, RATELIMIT_STATE_FILE, LOG);
-	return;
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, buf.data, buf.len);
+	FIN_CRC32C(crc);
+	appendBinaryStringInfo(&buf, (char *) &crc, sizeof(crc));
 
-error:
-	ereport(LOG,
-			(errcode_for_file_access(),
-			 errmsg("could not write rate limiter state file \"%s\": %m",
-					RATELIMIT_STATE_TMP)));
-	if (f)
-		FreeFile(f);
-	unlink(RATELIMIT_STATE_TMP);
+	f = AllocateFile(RATELIMIT_STATE_TMP, PG_BINARY_W);
+	if (f == NULL || fwrite(buf.data, buf.len, 1, f) != 1 || FreeFile(f) != 0)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not write rate limiter state file \"%s\": %m",
+						RATELIMIT_STATE_TMP)));
+		if (f)
+			FreeFile(f);
+		unlink(RATELIMIT_STATE_TMP);
+	}
+	else
+		(void) durable_rename(RATELIMIT_STATE_TMP, RATELIMIT_STATE_FILE, LOG);
+	pfree(buf.data);
+}
+
+/* A cursor over the file's bytes. */
+typedef struct StateReader
+{
+	const char *data;
+	Size		len;
+	Size		pos;
+} StateReader;
+
+static bool
+state_read(StateReader *r, void *out, Size n)
+{
+	if (r->len - r->pos < n)
+		return false;
+	memcpy(out, r->data + r->pos, n);
+	r->pos += n;
+	return true;
+}
+
+/* Start from empty shared memory. */
+static void
+ratelimit_persist_reset(void)
+{
+	for (int i = 0; i < ratelimit_shared->max_endpoints; i++)
+	{
+		RateEndpoint *ep = &ratelimit_shared->endpoints[i];
+
+		ep->in_use = false;
+		ep->nlimits = 0;
+		ep->newest = 0;
+		ep->name[0] = '\0';
+	}
+	ratelimit_shared->slots_used = 0;
 }
 
 /*
- * Rebuild endpoints and rings from the file.  Called from the shmem startup
- * hook in the postmaster, on freshly initialised shared memory.  The first
- * synchronisation with the table then keeps the rings of limits that did not
- * change and drops endpoints that are gone.
+ * Rebuild endpoints and rings from the verified bytes; returns NULL, or
+ * what is wrong with them (shared memory is then reset by the caller).
  */
-static void
-ratelimit_persist_load(void)
+static const char *
+ratelimit_persist_parse(StateReader *r, int *loaded)
 {
-	FILE	   *f;
 	RateLimitStateHeader hdr;
 	int64		now = trading_monotonic_us();
 	int64		down_us;
-	int			loaded = 0;
 
-	f = AllocateFile(RATELIMIT_STATE_FILE, PG_BINARY_R);
-	if (f == NULL)
-	{
-		if (errno != ENOENT)
-			ereport(LOG,
-					(errcode_for_file_access(),
-					 errmsg("could not read rate limiter state file \"%s\": %m",
-							RATELIMIT_STATE_FILE)));
-		return;
-	}
-	if (fread(&hdr, sizeof(hdr), 1, f) != 1 || hdr.magic != RATELIMIT_STATE_MAGIC ||
-		hdr.nendpoints < 0)
-		goto bad;
+	if (!state_read(r, &hdr, sizeof(hdr)))
+		return "it is truncated";
+	if (hdr.magic != RATELIMIT_STATE_MAGIC ||
+		hdr.version != RATELIMIT_STATE_VERSION)
+		return "its layout version is not the one this server writes";
+	if (hdr.nendpoints < 0 || hdr.wall_us <= 0)
+		return "its header is out of range";
+	/* a shutdown in the future (the clock was set back): no downtime */
 	down_us = Max(0, GetCurrentTimestamp() - hdr.wall_us);
 
 	for (int e = 0; e < hdr.nendpoints; e++)
 	{
 		char		name[RATELIMIT_NAME_LEN];
-		int			nlimits;
+		int32		nlimits;
 		RateEndpoint *ep = NULL;
 
-		if (fread(name, RATELIMIT_NAME_LEN, 1, f) != 1 ||
-			fread(&nlimits, sizeof(int), 1, f) != 1 ||
-			nlimits < 0 || nlimits > RATELIMIT_MAX_LIMITS)
-			goto bad;
-		name[RATELIMIT_NAME_LEN - 1] = '\0';
+		if (!state_read(r, name, RATELIMIT_NAME_LEN) ||
+			!state_read(r, &nlimits, sizeof(nlimits)))
+			return "it is truncated";
+		if (memchr(name, '\0', RATELIMIT_NAME_LEN) == NULL || name[0] == '\0')
+			return "an endpoint name is not terminated or empty";
+		if (nlimits < 0 || nlimits > RATELIMIT_MAX_LIMITS)
+			return "an endpoint has too many limits";
+		for (int i = 0; i < e && i < ratelimit_shared->max_endpoints; i++)
+			if (strcmp(ratelimit_shared->endpoints[i].name, name) == 0)
+				return "an endpoint appears twice";
 		if (e < ratelimit_shared->max_endpoints)
 		{
 			ep = &ratelimit_shared->endpoints[e];
@@ -170,10 +219,19 @@ ratelimit_persist_load(void)
 		{
 			RateLimitStateLimit sl;
 			RateLimit  *lim = NULL;
+			int64		prev_age = PG_INT64_MAX;
 
-			if (fread(&sl, sizeof(sl), 1, f) != 1 || sl.n < 1 ||
-				sl.count < 0 || sl.count > sl.n || sl.per_us <= 0)
-				goto bad;
+			if (!state_read(r, &sl, sizeof(sl)))
+				return "it is truncated";
+			if (sl.n < 1 || sl.count < 0 || sl.count > sl.n ||
+				sl.per_us <= 0 || sl.per_us > RATELIMIT_MAX_PER_US)
+				return "a window or count is out of range";
+			if (ep)
+				for (int j = 0; j < ep->nlimits; j++)
+					if (ep->limits[j].per_us == sl.per_us)
+						return "an endpoint has the same window twice";
+			if (r->len - r->pos < (Size) sl.count * sizeof(int64))
+				return "it is truncated";
 			if (ep && ratelimit_shared->slots_used + sl.n <= ratelimit_shared->nslots)
 			{
 				lim = &ep->limits[ep->nlimits++];
@@ -186,44 +244,119 @@ ratelimit_persist_load(void)
 			}
 			for (int k = 0; k < sl.count; k++)
 			{
-				int64		age;
+				int64		age = 0;
 
-				if (fread(&age, sizeof(age), 1, f) != 1)
-					goto bad;
-				age += down_us;
-				/* keep what is still inside the window (entries are oldest first) */
-				if (lim && age >= 0 && age < lim->per_us)
+				(void) state_read(r, &age, sizeof(age));
+				if (age < 0 || age > prev_age)
+					return "a timestamp is out of range or out of order";
+				prev_age = age;
+				/* keep what is still inside the window */
+				if (lim && age <= sl.per_us && down_us < sl.per_us - age)
 				{
-					ratelimit_shared->slots[lim->offset + lim->next] = now - age;
-					ep->newest = Max(ep->newest, now - age);
+					int64		t = now - (age + down_us);
+
+					ratelimit_shared->slots[lim->offset + lim->next] = t;
+					ep->newest = Max(ep->newest, t);
 					lim->next = (lim->next + 1) % lim->n;
 					lim->count++;
 				}
 			}
 		}
 		if (ep)
-			loaded++;
+			(*loaded)++;
 	}
-	FreeFile(f);
+	if (r->pos != r->len)
+		return "it has trailing bytes";
+	return NULL;
+}
+
+/*
+ * Read the file whole, verify its checksum, then rebuild endpoints and
+ * rings from it.  Called from the shmem startup hook in the postmaster, on
+ * freshly initialised shared memory.  The first synchronisation with the
+ * table then keeps the rings of limits that did not change and drops
+ * endpoints that are gone.
+ */
+static void
+ratelimit_persist_load(void)
+{
+	int			fd;
+	struct stat st;
+	char	   *data = NULL;
+	const char *problem = NULL;
+	int			loaded = 0;
+	Size		max_size;
+
+	fd = OpenTransientFile(RATELIMIT_STATE_FILE, O_RDONLY | PG_BINARY);
+	if (fd < 0)
+	{
+		if (errno != ENOENT)
+			ereport(LOG,
+					(errcode_for_file_access(),
+					 errmsg("could not read rate limiter state file \"%s\": %m",
+							RATELIMIT_STATE_FILE)));
+		return;
+	}
+
+	/* no valid file is larger than every endpoint, limit and slot at once */
+	max_size = sizeof(RateLimitStateHeader) + sizeof(pg_crc32c) +
+		(Size) ratelimit_shared->max_endpoints *
+		(RATELIMIT_NAME_LEN + sizeof(int32) +
+		 RATELIMIT_MAX_LIMITS * sizeof(RateLimitStateLimit)) +
+		(Size) ratelimit_shared->nslots * sizeof(int64);
+	if (fstat(fd, &st) != 0)
+		problem = "it cannot be examined";
+	else if (st.st_size < (off_t) (sizeof(RateLimitStateHeader) + sizeof(pg_crc32c)))
+		problem = "it is truncated";
+	else if ((Size) st.st_size > max_size)
+		problem = "it is larger than any state of this server";
+	else
+	{
+		data = palloc(st.st_size);
+		if (read(fd, data, st.st_size) != st.st_size)
+			problem = "it cannot be read whole";
+	}
+	CloseTransientFile(fd);
+
+	if (problem == NULL)
+	{
+		Size		body = st.st_size - sizeof(pg_crc32c);
+		pg_crc32c	stored;
+		pg_crc32c	crc;
+		StateReader r = {data, body, 0};
+
+		RateLimitStateHeader hdr;
+
+		/* the layout first: an older layout has no checksum to verify */
+		memcpy(&hdr, data, sizeof(hdr));
+		memcpy(&stored, data + body, sizeof(stored));
+		INIT_CRC32C(crc);
+		COMP_CRC32C(crc, data, body);
+		FIN_CRC32C(crc);
+		if (hdr.magic != RATELIMIT_STATE_MAGIC ||
+			hdr.version != RATELIMIT_STATE_VERSION)
+			problem = "its layout version is not the one this server writes";
+		else if (!EQ_CRC32C(crc, stored))
+			problem = "its checksum does not match";
+		else
+			problem = ratelimit_persist_parse(&r, &loaded);
+	}
+	if (data)
+		pfree(data);
 	unlink(RATELIMIT_STATE_FILE);
+
+	if (problem)
+	{
+		ratelimit_persist_reset();
+		ereport(WARNING,
+				(errmsg("ignoring rate limiter state file \"%s\": %s",
+						RATELIMIT_STATE_FILE, problem),
+				 errdetail("The rate limits' windows start empty.")));
+		return;
+	}
 	if (loaded > 0)
 		ereport(LOG,
 				(errmsg("restored the windows of %d rate-limited endpoints", loaded)));
-	return;
-
-bad:
-	ereport(LOG,
-			(errmsg("ignoring corrupt rate limiter state file \"%s\"",
-					RATELIMIT_STATE_FILE)));
-	FreeFile(f);
-	unlink(RATELIMIT_STATE_FILE);
-	/* start from empty shared memory */
-	for (int i = 0; i < ratelimit_shared->max_endpoints; i++)
-	{
-		ratelimit_shared->endpoints[i].in_use = false;
-		ratelimit_shared->endpoints[i].nlimits = 0;
-	}
-	ratelimit_shared->slots_used = 0;
 }
 
 /* From ratelimit_shmem_startup(), when shared memory was just created. */

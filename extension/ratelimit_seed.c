@@ -136,7 +136,7 @@ ratelimit_rebuild_order_windows(void)
 	ret = SPI_execute("SELECT sent_at FROM trading.order_requests "
 					  "WHERE kind OPERATOR(pg_catalog.=) 'place' "
 					  "  AND sent_at OPERATOR(pg_catalog.>) "
-					  "      pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.interval '1 day'",
+					  "      (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.interval '1 day')",
 					  true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read trading.order_requests: %s",
