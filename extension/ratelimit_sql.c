@@ -1,20 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * ratelimit_sql.c
- *	  SQL interface of the rate limiter: rate_limit_set / rate_limit_drop
- *	  (write trading.rate_limits; its statement trigger applies the change
- *	  to shared memory at once), rate_limit_try (non-blocking),
- *	  rate_limit_acquire (waits in arrival order), and the status function
- *	  behind the trading.rate_limit_status view.
+ *	  SQL interface of the rate limiter: the configuration functions (they
+ *	  write trading.rate_limits, whose statement trigger applies a change
+ *	  at once), rate_limit_try, rate_limit_acquire and its wait queue, and
+ *	  the status function behind trading.rate_limit_status.  What each does,
+ *	  and the fairness policy, are in docs/RATE_LIMITER.md.
  *
- * Waiting (rate_limit_acquire): each endpoint has a FIFO of waiting procs
- * (linked through ratelimit_shared->wait_next, under the endpoint mutex).  Only
- * the head may take a grant; it sleeps on its latch until its request fits
- * in every window, takes it, leaves the queue and sets the latch of the
- * next waiter.  The others sleep until they become the head or their
- * deadline passes.  rate_limit_try refuses while anyone is queued, so
- * later arrivals never overtake earlier ones.  Leaving the queue on error,
- * cancel or backend exit is done by PG_ENSURE_ERROR_CLEANUP.
+ * The wait queue of an endpoint is a list of pgprocnos linked through
+ * ratelimit_shared->wait_next, under the endpoint's mutex.  A waiter sleeps
+ * on its latch; whoever changes who may be served (a grant that unlinks the
+ * head, a dequeue, a reconfiguration) sets the latch of the new head after
+ * releasing the mutex.  Leaving the queue on error, cancel or backend exit
+ * is done by PG_ENSURE_ERROR_CLEANUP.
  *
  *-------------------------------------------------------------------------
  */
@@ -34,12 +32,12 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
-PG_FUNCTION_INFO_V1(rate_limit_set);
-PG_FUNCTION_INFO_V1(rate_limit_drop);
-PG_FUNCTION_INFO_V1(rate_limit_try);
-PG_FUNCTION_INFO_V1(rate_limit_acquire);
-PG_FUNCTION_INFO_V1(rate_limit_status);
-PG_FUNCTION_INFO_V1(rate_limits_changed);
+PG_FUNCTION_INFO_V1(ratelimit_sql_set);
+PG_FUNCTION_INFO_V1(ratelimit_sql_drop);
+PG_FUNCTION_INFO_V1(ratelimit_sql_try);
+PG_FUNCTION_INFO_V1(ratelimit_sql_acquire);
+PG_FUNCTION_INFO_V1(ratelimit_sql_status);
+PG_FUNCTION_INFO_V1(ratelimit_sql_changed);
 
 /* Every SQL entry point starts here. */
 static void
@@ -134,7 +132,7 @@ report_try_failure(RateLimitResult r, const char *endpoint, int cost,
  */
 
 Datum
-rate_limit_set(PG_FUNCTION_ARGS)
+ratelimit_sql_set(PG_FUNCTION_ARGS)
 {
 	char	   *endpoint = ratelimit_endpoint_arg(fcinfo, 0);
 	int32		requests;
@@ -169,7 +167,7 @@ rate_limit_set(PG_FUNCTION_ARGS)
 }
 
 Datum
-rate_limit_drop(PG_FUNCTION_ARGS)
+ratelimit_sql_drop(PG_FUNCTION_ARGS)
 {
 	char	   *endpoint = ratelimit_endpoint_arg(fcinfo, 0);
 	Datum		values[2];
@@ -215,12 +213,12 @@ rate_limit_drop(PG_FUNCTION_ARGS)
 /* Statement trigger on trading.rate_limits: apply the change now, and make
  * every backend re-read the table when this transaction ends. */
 Datum
-rate_limits_changed(PG_FUNCTION_ARGS)
+ratelimit_sql_changed(PG_FUNCTION_ARGS)
 {
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("rate_limits_changed() may only be called as a trigger")));
+				 errmsg("_rate_limits_changed() may only be called as a trigger")));
 	trading_check_database();
 	ratelimit_mark_changed();
 	(void) ratelimit_sync(RATELIMIT_SYNC_FORCE);
@@ -233,7 +231,7 @@ rate_limits_changed(PG_FUNCTION_ARGS)
  */
 
 Datum
-rate_limit_try(PG_FUNCTION_ARGS)
+ratelimit_sql_try(PG_FUNCTION_ARGS)
 {
 	char		endpoint[RATELIMIT_NAME_LEN];
 	int			cost;
@@ -337,7 +335,7 @@ ratelimit_dequeue_callback(int code, Datum arg)
  * queue: it waits out its timeout while later callers pass.
  */
 Datum
-rate_limit_acquire(PG_FUNCTION_ARGS)
+ratelimit_sql_acquire(PG_FUNCTION_ARGS)
 {
 	char	   *endpoint = ratelimit_endpoint_arg(fcinfo, 0);
 	int			cost = cost_arg(fcinfo, 1);
@@ -496,7 +494,7 @@ rate_limit_acquire(PG_FUNCTION_ARGS)
  */
 
 Datum
-rate_limit_status(PG_FUNCTION_ARGS)
+ratelimit_sql_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
@@ -553,4 +551,54 @@ rate_limit_status(PG_FUNCTION_ARGS)
 		}
 	}
 	return (Datum) 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Entry points of 1.0.  The frozen 1.0 install script names these
+ * symbols; 1.1 points its functions at the ratelimit_sql_* names
+ * (extension/sql/12_ratelimit_symbols.sql).  Until ALTER EXTENSION
+ * trading UPDATE, a 1.0 install calls them.
+ * ---------------------------------------------------------------------
+ */
+PG_FUNCTION_INFO_V1(rate_limit_set);
+PG_FUNCTION_INFO_V1(rate_limit_drop);
+PG_FUNCTION_INFO_V1(rate_limit_try);
+PG_FUNCTION_INFO_V1(rate_limit_acquire);
+PG_FUNCTION_INFO_V1(rate_limit_status);
+PG_FUNCTION_INFO_V1(rate_limits_changed);
+
+Datum
+rate_limit_set(PG_FUNCTION_ARGS)
+{
+	return ratelimit_sql_set(fcinfo);
+}
+
+Datum
+rate_limit_drop(PG_FUNCTION_ARGS)
+{
+	return ratelimit_sql_drop(fcinfo);
+}
+
+Datum
+rate_limit_try(PG_FUNCTION_ARGS)
+{
+	return ratelimit_sql_try(fcinfo);
+}
+
+Datum
+rate_limit_acquire(PG_FUNCTION_ARGS)
+{
+	return ratelimit_sql_acquire(fcinfo);
+}
+
+Datum
+rate_limit_status(PG_FUNCTION_ARGS)
+{
+	return ratelimit_sql_status(fcinfo);
+}
+
+Datum
+rate_limits_changed(PG_FUNCTION_ARGS)
+{
+	return ratelimit_sql_changed(fcinfo);
 }

@@ -1,0 +1,1 @@
+../../sql/12_ratelimit_symbols.sql
