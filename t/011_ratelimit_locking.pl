@@ -87,7 +87,7 @@ is($node->safe_psql('postgres',
 	"SELECT string_agg(DISTINCT worker_state, ',') FROM trading.worker_status"),
 	'polling', 'worker state polling');
 
-# the status view still answers (it syncs only when it can take the table)
+# once the transaction ends, everyone re-reads the table
 $in .= "ROLLBACK;\nSELECT 'released';\n";
 $holder->pump until $out =~ /released/ || $err ne '';
 $in .= "\\q\n";
