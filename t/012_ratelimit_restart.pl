@@ -141,17 +141,25 @@ unlike($log, qr/WARNING/, 'a valid file of the current layout: no warning');
 is(grants('t.day', 5), '3', 'its two grants count');
 
 # ---- the order budget rebuilt from trading.order_requests ----
-unlike(slurp_file($node->logfile), qr/ERROR|rebuilt the windows/,
-	'without trading.order_requests the rebuild does nothing, quietly');
+# (t/005_upgrade.pl runs the library against a 1.0 install, which has no
+# trading.order_requests: no ERROR there)
+unlike(slurp_file($node->logfile), qr/could not rebuild|rebuilt the windows/,
+	'with no placement recorded the rebuild does nothing, quietly');
+# rows as the order sender leaves them (its triggers, which check new
+# requests, are not what is tested here)
 psql1(q{
-CREATE TABLE IF NOT EXISTS trading.order_requests (kind text, sent_at timestamptz, state text);
-INSERT INTO trading.order_requests (kind, sent_at, state)
-SELECT 'place', now() - interval '2 hours' + i * interval '1 second', 'complete' FROM generate_series(1, 5) i
-UNION ALL SELECT 'place', now() - interval '20 seconds', 'sent' FROM generate_series(1, 2)
-UNION ALL SELECT 'modify', now() - interval '10 seconds', 'sent'
-UNION ALL SELECT 'cancel', now() - interval '10 seconds', 'sent'
-UNION ALL SELECT 'place', now() - interval '2 days', 'complete'
-UNION ALL SELECT 'place', NULL, 'pending';
+SET session_replication_role = replica;
+INSERT INTO trading.order_requests
+    (kind, sent_at, state, order_id, exchange, tradingsymbol, transaction_type, quantity)
+SELECT 'place', now() - interval '2 hours' + i * interval '1 second', 'placed', 'P' || i,
+       'NSE', 'INFY', 'BUY', 1 FROM generate_series(1, 5) i
+UNION ALL SELECT 'place', now() - interval '20 seconds', 'rejected', NULL, 'NSE', 'INFY', 'BUY', 1
+    FROM generate_series(1, 2)
+UNION ALL SELECT 'modify', now() - interval '10 seconds', 'placed', 'P1', NULL, NULL, NULL, NULL
+UNION ALL SELECT 'cancel', now() - interval '10 seconds', 'placed', 'P2', NULL, NULL, NULL, NULL
+UNION ALL SELECT 'place', now() - interval '2 days', 'placed', 'P0', 'NSE', 'INFY', 'BUY', 1
+UNION ALL SELECT 'place', NULL, 'expired', NULL, 'NSE', 'INFY', 'BUY', 1;
+RESET session_replication_role;
 SELECT trading.rate_limit_set('kite.orders', 10, '1 day');
 });
 # a fresh node: no state file

@@ -151,10 +151,16 @@ order_rate_grant(const char *rate_class, int64 *wait_us)
 	return false;
 }
 
+/* kite.orders windows rebuilt from trading.order_requests (docs/RATE_LIMITER.md) */
+static bool order_windows_rebuilt = false;
+
 static void
 rate_sync_body(void *arg)
 {
 	(void) ratelimit_sync(RATELIMIT_SYNC_NOWAIT);
+	/* before the first send as primary: continue the old primary's budget */
+	if (!order_windows_rebuilt)
+		order_windows_rebuilt = (ratelimit_rebuild_order_windows() >= 0);
 }
 
 static void
@@ -361,7 +367,7 @@ dispatch(void)
 		return;
 	}
 	/* the limits last applied stay in force if the table cannot be read */
-	if (ratelimit_sync_needed())
+	if (ratelimit_sync_needed() || !order_windows_rebuilt)
 		unit_of_work("trading order sender: rate limits", rate_sync_body, NULL);
 	memset(&a, 0, sizeof(a));
 	a.free = nfree;
