@@ -122,8 +122,9 @@ report_try_failure(RateLimitResult r, const char *endpoint, int cost,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cost %d exceeds what endpoint \"%s\" allows in one window",
 						cost, endpoint),
-				 errdetail("The smallest limit of the endpoint is " INT64_FORMAT " requests; a larger request could never be granted.",
-						   extra)));
+				 errdetail_plural("The smallest limit of the endpoint is " INT64_FORMAT " request; a larger request could never be granted.",
+								  "The smallest limit of the endpoint is " INT64_FORMAT " requests; a larger request could never be granted.",
+								  (unsigned long) extra, extra)));
 }
 
 /* ---------------------------------------------------------------------

@@ -124,53 +124,64 @@ BEGIN
                  ELSE 'Set the broker''s limits, e.g. SELECT trading.rate_limit_set(''kite.quote'', 1, ''1 second'') (docs/RATE_LIMITER.md).' END;
     RETURN NEXT;
 
-    -- settings that matter behind PgBouncer in transaction pooling mode
+    -- settings that matter behind PgBouncer in transaction pooling mode; the
+    -- check applies where PgBouncer's auth function (deploy/pgbouncer_auth.sql)
+    -- says clients come through PgBouncer
     check_name := 'pgbouncer_safe_settings';
-    missing := concat_ws('; ',
-        CASE WHEN current_setting('idle_in_transaction_session_timeout')::interval = '0'
-             THEN 'idle_in_transaction_session_timeout is off: a client that leaves a transaction open holds a pooled server connection for ever' END,
-        CASE WHEN current_setting('password_encryption') <> 'scram-sha-256'
-             THEN 'password_encryption is not scram-sha-256 (PgBouncer''s auth_query needs SCRAM secrets)' END,
-        CASE WHEN current_setting('max_prepared_transactions')::int > 0
-             THEN 'max_prepared_transactions is above 0: prepared transactions outlive the pooled session that made them' END,
-        CASE WHEN EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace ns ON ns.oid = p.pronamespace
-                          WHERE ns.nspname = 'pgbouncer' AND p.proname = 'get_auth'
-                            AND (NOT p.prosecdef
-                                 OR has_function_privilege('public', p.oid, 'EXECUTE')
-                                 OR NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c
-                                                WHERE c LIKE 'search\_path=%')))
-             THEN 'pgbouncer.get_auth(text) is executable by PUBLIC, not SECURITY DEFINER, or has no pinned search_path' END);
-    ok := missing = '';
-    detail := CASE WHEN ok THEN format('idle_in_transaction_session_timeout = %s, SCRAM passwords, no prepared transactions%s',
-                                       current_setting('idle_in_transaction_session_timeout'),
-                                       CASE WHEN EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace ns ON ns.oid = p.pronamespace
-                                                         WHERE ns.nspname = 'pgbouncer' AND p.proname = 'get_auth')
-                                            THEN ', auth function pgbouncer.get_auth is locked down' ELSE '' END)
-                   ELSE missing END;
-    hint := CASE WHEN ok THEN NULL
-                 ELSE 'Apply deploy/postgresql.common.conf and deploy/pgbouncer_auth.sql (docs/LOAD_BALANCER_SETUP.md).' END;
+    IF NOT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace ns ON ns.oid = p.pronamespace
+                   WHERE ns.nspname = 'pgbouncer' AND p.proname = 'get_auth') THEN
+        ok := NULL;
+        detail := 'does not apply: no PgBouncer auth function (pgbouncer.get_auth) in this database, so clients are taken to connect directly';
+        hint := 'Behind PgBouncer in transaction pooling mode, apply deploy/postgresql.common.conf and deploy/pgbouncer_auth.sql; this check then applies (docs/LOAD_BALANCER_SETUP.md).';
+    ELSE
+        missing := concat_ws('; ',
+            CASE WHEN current_setting('idle_in_transaction_session_timeout')::interval = '0'
+                 THEN 'idle_in_transaction_session_timeout is off: a client that leaves a transaction open holds a pooled server connection for ever' END,
+            CASE WHEN current_setting('password_encryption') <> 'scram-sha-256'
+                 THEN 'password_encryption is not scram-sha-256 (PgBouncer''s auth_query needs SCRAM secrets)' END,
+            CASE WHEN current_setting('max_prepared_transactions')::int > 0
+                 THEN 'max_prepared_transactions is above 0: prepared transactions outlive the pooled session that made them' END,
+            CASE WHEN EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace ns ON ns.oid = p.pronamespace
+                              WHERE ns.nspname = 'pgbouncer' AND p.proname = 'get_auth'
+                                AND (NOT p.prosecdef
+                                     OR has_function_privilege('public', p.oid, 'EXECUTE')
+                                     OR NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c
+                                                    WHERE c LIKE 'search\_path=%')))
+                 THEN 'pgbouncer.get_auth(text) is executable by PUBLIC, not SECURITY DEFINER, or has no pinned search_path' END);
+        ok := missing = '';
+        detail := CASE WHEN ok THEN format('idle_in_transaction_session_timeout = %s, SCRAM passwords, no prepared transactions, auth function pgbouncer.get_auth is locked down',
+                                           current_setting('idle_in_transaction_session_timeout'))
+                       ELSE missing END;
+        hint := CASE WHEN ok THEN NULL
+                     ELSE 'Apply deploy/postgresql.common.conf and deploy/pgbouncer_auth.sql (docs/LOAD_BALANCER_SETUP.md).' END;
+    END IF;
     RETURN NEXT;
 
-    -- the exporter's role: a login member of trading_reader that can read every exporter view
+    -- the exporter's role: a login role that is a reader and nothing more
+    -- (an analyst or an admin could read the views too, but is not an
+    -- exporter's role); the check applies once such a role exists
     check_name := 'exporter_grants';
     SELECT string_agg(c.relname, ', ' ORDER BY c.relname) INTO missing
       FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
      WHERE ns.nspname = '@extschema@' AND c.relkind = 'v' AND c.relname LIKE 'metrics%'
        AND NOT has_table_privilege('trading_reader', c.oid, 'SELECT');
-    SELECT count(*) INTO n FROM pg_roles r
+    SELECT count(*), count(*) FILTER (WHERE pg_has_role(r.oid, 'pg_monitor', 'MEMBER')) INTO n, iters
+      FROM pg_roles r
      WHERE r.rolcanlogin AND NOT r.rolsuper
        AND pg_has_role(r.oid, 'trading_reader', 'MEMBER')
-       AND NOT pg_has_role(r.oid, 'trading_admin', 'MEMBER')
+       AND NOT pg_has_role(r.oid, 'trading_analyst', 'MEMBER')
        AND has_database_privilege(r.oid, current_database(), 'CONNECT');
     SELECT count(*) INTO m FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
      WHERE ns.nspname = '@extschema@' AND c.relkind = 'v' AND c.relname LIKE 'metrics%';
-    ok := missing IS NULL AND n > 0 AND m > 0;
+    ok := CASE WHEN m = 0 OR missing IS NOT NULL THEN false
+               WHEN n = 0 THEN NULL
+               ELSE true END;
     detail := CASE
         WHEN m = 0 THEN 'the metrics views are not available'
         WHEN missing IS NOT NULL THEN format('trading_reader cannot read: %s', missing)
-        WHEN n = 0 THEN 'no login role (other than superusers and trading_admin members) is a member of trading_reader'
-        ELSE format('%s login role%s can read all %s metrics views through trading_reader', n,
-                    CASE WHEN n = 1 THEN '' ELSE 's' END, m) END;
+        WHEN n = 0 THEN 'does not apply: no login role is a member of trading_reader without being an analyst (the exporter''s role)'
+        ELSE format('%s reader login role%s (%s of them in pg_monitor) can read all %s metrics views', n,
+                    CASE WHEN n = 1 THEN '' ELSE 's' END, iters, m) END;
     hint := CASE WHEN ok THEN NULL
                  ELSE 'CREATE ROLE trading_exporter LOGIN IN ROLE trading_reader, pg_monitor; and run the exporter as that role (docs/MONITORING.md).' END;
     RETURN NEXT;
