@@ -43,6 +43,7 @@
 #include "http.h"
 
 #include <libwebsockets.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -86,6 +87,8 @@ typedef struct wsconn
 	bool		slow;
 	bool		closing;
 	unsigned long frames, packets;
+	char	   *rx;				/* client message being reassembled */
+	size_t		rx_len, rx_cap;
 } wsconn;
 
 typedef struct wsettings
@@ -540,7 +543,20 @@ tick_cb(lws_sorted_usec_list_t *sul)
 			}
 		}
 		if (c->stalled)
+		{
+			/*
+			 * A connection no longer read sees no close from its peer:
+			 * look at the socket, so that it does not linger forever.
+			 */
+			struct pollfd pfd = {lws_get_socket_fd(c->wsi), POLLRDHUP, 0};
+
+			if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			{
+				log_line("ws: stalled connection %lu closed by its peer\n", c->id);
+				conn_kill(c);
+			}
 			continue;
+		}
 		for (int k = 0; k < c->nsubs && !due; k++)
 			due = c->subs[k].next_due <= now && c->subs[k].inst >= 0;
 		if (due || now - c->last_sent >= s.heartbeat_ms / 1000.0)
@@ -739,20 +755,32 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			}
 		case LWS_CALLBACK_RECEIVE:
 			{
-				char	   *msg;
-
 				if (!c || !c->wsi || lws_frame_is_binary(wsi))
 					break;
-				if (!lws_is_first_fragment(wsi) || !lws_is_final_fragment(wsi))
+				/* a message may come in pieces: reassemble it (at most 1 MB) */
+				if (lws_is_first_fragment(wsi))
+					c->rx_len = 0;
+				if (c->rx_len + len + 1 > (size_t) 1024 * 1024)
 				{
-					send_error(c, "fragmented messages are not supported");
+					send_error(c, "message too large");
+					c->rx_len = 0;
 					break;
 				}
-				msg = malloc(len + 1);
-				memcpy(msg, in, len);
-				msg[len] = '\0';
-				handle_text(c, msg);
-				free(msg);
+				if (c->rx_len + len + 1 > c->rx_cap)
+				{
+					c->rx_cap = (c->rx_len + len + 1) * 2;
+					c->rx = realloc(c->rx, c->rx_cap);
+					if (!c->rx)
+						abort();
+				}
+				memcpy(c->rx + c->rx_len, in, len);
+				c->rx_len += len;
+				if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0)
+				{
+					c->rx[c->rx_len] = '\0';
+					handle_text(c, c->rx);
+					c->rx_len = 0;
+				}
 				break;
 			}
 		case LWS_CALLBACK_SERVER_WRITEABLE:
@@ -783,6 +811,8 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 				log_line("ws: connection %lu closed (%lu frames, %lu packets)\n",
 						 c->id, c->frames, c->packets);
 				conn_free_queue(c);
+				free(c->rx);
+				c->rx = NULL;
 				free(c->subs);
 				c->subs = NULL;
 				c->wsi = NULL;
