@@ -511,6 +511,7 @@ conn_ticks(wsconn *c, double now, const wsettings *s, bool *malformed, bool *tru
 static void
 tick_cb(lws_sorted_usec_list_t *sul)
 {
+	static long last_tick_ms = -1;
 	double		now = now_epoch();
 	wsettings	s;
 
@@ -518,6 +519,14 @@ tick_cb(lws_sorted_usec_list_t *sul)
 	pthread_mutex_lock(&ws_lock);
 	s = ws_set;
 	pthread_mutex_unlock(&ws_lock);
+
+	/* a new rate applies at once, not after the next tick of the old one */
+	if (last_tick_ms >= 0 && s.tick_ms != last_tick_ms)
+		for (int i = 0; i < WS_MAX_CONNS_HARD; i++)
+			for (int k = 0; conns[i] && k < conns[i]->nsubs; k++)
+				conns[i]->subs[k].next_due = now +
+					(double) (mix64((uint64_t) conns[i]->subs[k].token) % 1000) / 1000.0 * s.tick_ms / 1000.0;
+	last_tick_ms = s.tick_ms;
 
 	for (int i = 0; i < WS_MAX_CONNS_HARD; i++)
 	{

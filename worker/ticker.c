@@ -179,6 +179,8 @@ ticker_shmem_startup(void)
 	pg_atomic_init_u64(&tk_shared->ticks_dropped, 0);
 	pg_atomic_init_u64(&tk_shared->flushes, 0);
 	pg_atomic_init_u64(&tk_shared->flush_errors, 0);
+	pg_atomic_init_u64(&tk_shared->copy_us, 0);
+	pg_atomic_init_u64(&tk_shared->quotes_us, 0);
 	pg_atomic_init_u64(&tk_shared->order_updates, 0);
 	pg_atomic_init_u64(&tk_shared->order_update_errors, 0);
 	pg_atomic_init_u64(&tk_shared->unsubscribed_over_limit, 0);
@@ -269,6 +271,7 @@ static bool session_wanted = true;
 static bool session_expired = false;
 static List *pending_orders;	/* text frames of type order, in KeepContext */
 static TickerTick *decode_buf;
+static uint64 received_events;	/* frames and pongs, for the read loop */
 
 static void
 set_worker_state(TickerWorkerState s)
@@ -413,6 +416,7 @@ ticker_on_binary(int k, const uint8 *buf, size_t len)
 	TickerFrameResult r = TFR_MALFORMED;
 	int64		now = trading_monotonic_us();
 
+	received_events++;
 	if (buf != NULL)
 		r = ticker_decode_frame(buf, len, GetCurrentTimestamp(), decode_buf,
 								65535, &n, &why);
@@ -446,6 +450,7 @@ ticker_on_text(int k, const char *buf, size_t len)
 	MemoryContext old;
 
 	conns[k].last_frame_us = trading_monotonic_us();
+	received_events++;
 	/* only order updates matter; errors and notices are logged */
 	if (strstr(buf, "\"order\"") != NULL)
 	{
@@ -463,6 +468,7 @@ void
 ticker_on_pong(int k)
 {
 	conns[k].last_pong_us = trading_monotonic_us();
+	received_events++;
 	pg_atomic_fetch_add_u64(&tk_shared->conn[k].pongs_total, 1);
 	SpinLockAcquire(&tk_shared->mutex);
 	tk_shared->conn[k].last_pong_at = GetCurrentTimestamp();
@@ -656,7 +662,6 @@ static void
 manage_connections(bool may_connect)
 {
 	int64		now = trading_monotonic_us();
-	bool		watch = market_open();
 	bool		all_up = true;
 	int			needed = 0;
 
@@ -688,20 +693,6 @@ manage_connections(bool may_connect)
 					ticker_ws_close(k, may_connect ? "no subscriptions" : "stopped");
 					break;
 				}
-				if (now - c->last_pong_us > (int64) ticker_pong_timeout_ms * 1000 &&
-					now - c->connected_us > (int64) ticker_pong_timeout_ms * 1000)
-				{
-					c->state = TCS_CLOSING;
-					ticker_ws_close(k, "pong timeout");
-					break;
-				}
-				if (watch && c->assigned > 0 &&
-					now - c->last_frame_us > (int64) ticker_data_timeout_ms * 1000)
-				{
-					c->state = TCS_CLOSING;
-					ticker_ws_close(k, "data timeout");
-					break;
-				}
 				if (now - c->last_ping_us >= (int64) ticker_ping_interval_ms * 1000)
 				{
 					c->last_ping_us = now;
@@ -718,6 +709,40 @@ manage_connections(bool may_connect)
 		publish_conn(k);
 	}
 	set_streaming(needed > 0 && all_up);
+}
+
+/*
+ * The deadlines, judged right after the library has read what arrived (a
+ * long flush must not look like a silent server).  Any frame after the
+ * last ping is a sign of life as good as a pong: a pong stuck behind
+ * unread ticks does not make a busy connection look dead.
+ */
+static void
+check_deadlines(void)
+{
+	int64		now = trading_monotonic_us();
+	bool		watch = market_open();
+
+	for (int k = 0; k < TICKER_MAX_CONNS; k++)
+	{
+		Conn	   *c = &conns[k];
+		int64		alive = Max(c->last_pong_us, c->last_frame_us);
+
+		if (c->state != TCS_CONNECTED)
+			continue;
+		if (now - alive > (int64) ticker_pong_timeout_ms * 1000 &&
+			now - c->connected_us > (int64) ticker_pong_timeout_ms * 1000)
+		{
+			c->state = TCS_CLOSING;
+			ticker_ws_close(k, "pong timeout");
+		}
+		else if (watch && c->assigned > 0 &&
+				 now - c->last_frame_us > (int64) ticker_data_timeout_ms * 1000)
+		{
+			c->state = TCS_CLOSING;
+			ticker_ws_close(k, "data timeout");
+		}
+	}
 }
 
 static void
@@ -872,8 +897,25 @@ ticker_worker_main(Datum main_arg)
 		may_connect = state == TWS_STREAMING;
 		manage_connections(may_connect);
 
-		/* the library's loop: returns within 20 ms */
-		ticker_ws_service();
+		/*
+		 * The library's loop: returns within 20 ms; then, while frames keep
+		 * coming, more rounds without waiting, up to a batch or the flush
+		 * interval, so that a backlog is read in large batches.
+		 */
+		{
+			int64		start = trading_monotonic_us();
+			uint64		before = received_events;
+
+			ticker_ws_service(true);	/* waits up to 20 ms */
+			while (received_events != before &&
+				   ticker_buffered() < FLUSH_BATCH &&
+				   trading_monotonic_us() - start < (int64) ticker_flush_interval_ms * 1000)
+			{
+				before = received_events;
+				ticker_ws_service(false);
+			}
+		}
+		check_deadlines();
 
 		if (pending_orders != NIL)
 			apply_pending_orders();
@@ -889,7 +931,6 @@ ticker_worker_main(Datum main_arg)
 			last_retention_us = now;
 			ticker_maintain_partitions();
 		}
-		pgstat_report_activity(STATE_IDLE, NULL);
 	}
 }
 

@@ -106,6 +106,8 @@ typedef struct TickerShared
 	pg_atomic_uint64 ticks_dropped;	/* lost: buffer overflow */
 	pg_atomic_uint64 flushes;
 	pg_atomic_uint64 flush_errors;
+	pg_atomic_uint64 copy_us;		/* time spent in the COPY of ticks */
+	pg_atomic_uint64 quotes_us;		/* time spent upserting quotes */
 	pg_atomic_uint64 order_updates;
 	pg_atomic_uint64 order_update_errors;
 	pg_atomic_uint64 unsubscribed_over_limit;	/* watchlist beyond 3 x 3000 */
@@ -206,7 +208,7 @@ extern void ticker_maintain_partitions(void);
 /* ---- ticker_ws.c ---- */
 extern void ticker_ws_init(void);
 extern void ticker_ws_shutdown(void);
-extern void ticker_ws_service(void);
+extern void ticker_ws_service(bool wait);
 extern bool ticker_ws_connect(int k, const char *url_base, const char *api_key,
 							  const char *access_token);
 extern void ticker_ws_close(int k, const char *reason);

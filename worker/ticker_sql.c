@@ -143,8 +143,8 @@ Datum
 ticker_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[14];
-	bool		nulls[14] = {0};
+	Datum		values[16];
+	bool		nulls[16] = {0};
 	Datum		buckets[TICKER_LAT_BUCKETS];
 	int			state;
 	bool		streaming;
@@ -176,6 +176,8 @@ ticker_stats(PG_FUNCTION_ARGS)
 												 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[12] = Int64GetDatum((int64) pg_atomic_read_u64(&tk_shared->latency_count));
 	values[13] = Float8GetDatum((double) pg_atomic_read_u64(&tk_shared->latency_sum_us) / 1e6);
+	values[14] = Float8GetDatum((double) pg_atomic_read_u64(&tk_shared->copy_us) / 1e6);
+	values[15] = Float8GetDatum((double) pg_atomic_read_u64(&tk_shared->quotes_us) / 1e6);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 

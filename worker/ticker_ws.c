@@ -267,11 +267,12 @@ ticker_ws_shutdown(void)
 	ctx = NULL;
 }
 
+/* one round of the library's loop; wait: up to the next timer (20 ms) */
 void
-ticker_ws_service(void)
+ticker_ws_service(bool wait)
 {
 	if (ctx)
-		(void) lws_service(ctx, 0);
+		(void) lws_service(ctx, wait ? 0 : -1);
 }
 
 /*

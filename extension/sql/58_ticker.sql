@@ -18,6 +18,10 @@ ALTER TABLE @extschema@.watchlist
 COMMENT ON COLUMN @extschema@.watchlist.store_ticks IS
     'Store every tick of this instrument in trading.ticks (false: only its latest quote)';
 
+-- trading.quotes: the ticker updates each streamed row about once a second;
+-- room on each page lets those updates stay HOT (no index entry per update).
+ALTER TABLE @extschema@.quotes SET (fillfactor = 50);
+
 -- The watchlist as the ticker streams it: instruments with a token in
 -- trading.instruments, in the ticker's modes (ohlc is carried by quote).
 CREATE VIEW @extschema@.ticker_watchlist AS
@@ -174,7 +178,8 @@ CREATE FUNCTION @extschema@._ticker_stats(
     OUT quotes_written bigint, OUT flushes bigint, OUT flush_errors bigint,
     OUT order_updates bigint, OUT order_update_errors bigint,
     OUT instruments_over_limit bigint, OUT latency_buckets bigint[],
-    OUT latency_count bigint, OUT latency_sum_seconds double precision)
+    OUT latency_count bigint, OUT latency_sum_seconds double precision,
+    OUT copy_seconds double precision, OUT quotes_seconds double precision)
     RETURNS record LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'ticker_stats';
 CREATE VIEW @extschema@.ticker_stats AS

@@ -1,0 +1,1 @@
+../../sql/72_ticker_metrics.sql
