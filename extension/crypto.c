@@ -40,7 +40,7 @@
  * and compared there by every backend before its first use of that
  * version, so a wrong key is reported as such (TR102) rather than as
  * thousands of failed decryptions.  At server start the key check worker
- * (crypto_keycheck.c) makes the same comparison and logs the result.
+ * (worker/crypto_keycheck.c) makes the same comparison and logs the result.
  *
  * Locking: none is needed.  The key page is written by the postmaster
  * before any child exists and is read-only afterwards; the subkey page is

@@ -61,7 +61,7 @@ extern uint32 crypto_current_key_version(void);
 extern int	crypto_loaded_keys(uint32 *versions, unsigned char (*kcvs)[16],
 							   int max, int *current_index);
 
-/* crypto_keycheck.c: the key check worker, registered by crypto_init */
+/* worker/crypto_keycheck.c: the key check worker, registered by crypto_init */
 extern void crypto_keycheck_register(void);
 
 /* Why no key is loaded ("" when one is). */

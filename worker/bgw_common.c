@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * bgw_common.c
- *	  Start-up shared by the extension's background workers: connecting to
- *	  trading.database without crash-looping while it does not exist, and
- *	  the begin/commit of one unit of work.
+ *	  The lifecycle kit of the extension's background workers (see
+ *	  bgw_common.h): signals and connection, the installed version, guarded
+ *	  units of work and subtransactions, the nap with reload, the exit hook.
  *
  * A background worker can initialise its database connection only once, so
  * a worker that must wait for the database waits unconnected (reading the
@@ -36,9 +36,15 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "tcop/tcopprot.h"
 
+static void (*exit_hook) (void) = NULL;
+
+/* Is there a database of this name?  A heap scan of the shared catalog. */
 static bool
 database_exists(const char *name)
 {
@@ -63,20 +69,7 @@ database_exists(const char *name)
 	return found;
 }
 
-void
-trading_bgw_nap(long ms)
-{
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-	if (ConfigReloadPending)
-	{
-		ConfigReloadPending = false;
-		ProcessConfigFile(PGC_SIGHUP);
-	}
-}
-
+/* Unconnected: nap until the database exists, then exit to be restarted. */
 static void
 wait_for_database(pg_atomic_uint32 *database_seen, const char *worker_name)
 {
@@ -100,13 +93,32 @@ wait_for_database(pg_atomic_uint32 *database_seen, const char *worker_name)
 void
 trading_bgw_connect(pg_atomic_uint32 *database_seen, const char *worker_name)
 {
-	if (pg_atomic_read_u32(database_seen) == 0)
-		wait_for_database(database_seen, worker_name);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
 
-	/* if this attempt is FATAL, the next start waits for the database */
-	pg_atomic_write_u32(database_seen, 0);
-	BackgroundWorkerInitializeConnection(trading_database, NULL, 0);
-	pg_atomic_write_u32(database_seen, 1);
+	if (database_seen == NULL)
+		BackgroundWorkerInitializeConnection(trading_database, NULL, 0);
+	else
+	{
+		if (pg_atomic_read_u32(database_seen) == 0)
+			wait_for_database(database_seen, worker_name);
+
+		/* if this attempt is FATAL, the next start waits for the database */
+		pg_atomic_write_u32(database_seen, 0);
+		BackgroundWorkerInitializeConnection(trading_database, NULL, 0);
+		pg_atomic_write_u32(database_seen, 1);
+	}
+
+	/*
+	 * PGC_S_OVERRIDE ranks above the settings of ALTER DATABASE / ALTER ROLE
+	 * (applied while connecting, overridden here) and of the configuration
+	 * file (on reload), but below SET, so functions declared with SET
+	 * search_path still get theirs.
+	 */
+	SetConfigOption("search_path", TRADING_BGW_SEARCH_PATH,
+					PGC_SUSET, PGC_S_OVERRIDE);
+	pgstat_report_appname(worker_name);
 }
 
 void
@@ -126,6 +138,17 @@ trading_bgw_commit_xact(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Abort releases SPI's connection and the active snapshot itself, so this
+ * is also right after an error was caught in the middle of the work.
+ */
+void
+trading_bgw_abort_xact(void)
+{
+	AbortCurrentTransaction();
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
@@ -185,10 +208,88 @@ trading_bgw_run_xact(const char *activity, void (*body) (void *arg), void *arg)
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
-		AbortCurrentTransaction();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		trading_bgw_abort_xact();
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	return edata;
+}
+
+ErrorData *
+trading_bgw_run_subxact(void (*body) (void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		body(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+bool
+trading_bgw_data_error(const ErrorData *edata)
+{
+	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	return class == ERRCODE_CARDINALITY_VIOLATION ||
+		class == ERRCODE_DATA_EXCEPTION ||
+		class == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION;
+}
+
+bool
+trading_bgw_nap(long ms)
+{
+	if (ms > 0)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	else if (!PostmasterIsAlive())
+		proc_exit(1);
+
+	CHECK_FOR_INTERRUPTS();
+	if (!ConfigReloadPending)
+		return false;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	return true;
+}
+
+TimestampTz
+trading_bgw_start_time(void)
+{
+	return MyStartTimestamp;
+}
+
+/* before_shmem_exit callback: run the worker's hook */
+static void
+run_exit_hook(int code, Datum arg)
+{
+	if (exit_hook)
+		exit_hook();
+}
+
+void
+trading_bgw_on_exit(void (*hook) (void))
+{
+	Assert(exit_hook == NULL);
+	exit_hook = hook;
+	before_shmem_exit(run_exit_hook, (Datum) 0);
 }

@@ -6,7 +6,6 @@
  *	  all, and an error (a malformed payload, a constraint) is caught,
  *	  rolled back and reported to the caller instead of stopping the worker.
  *
- *	  broker_extension_present	is the extension installed (catalog check)
  *	  broker_load_config		poll intervals and watchlist batches
  *	  broker_load_session		decrypt the stored session
  *	  broker_mark_session_expired
@@ -47,48 +46,6 @@
 
 /* set_at of the session loaded last, to expire exactly that one */
 static TimestampTz loaded_session_set_at = 0;
-
-/*
- * Run body() in its own transaction; on error, roll back and return the
- * error (copied into the caller's context) instead of raising it.
- */
-static ErrorData *
-run_xact(const char *activity, void (*body) (void *), void *arg)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ErrorData  *volatile edata = NULL;
-
-	PG_TRY();
-	{
-		trading_bgw_begin_xact(activity);
-		body(arg);
-		trading_bgw_commit_xact();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		pgstat_report_activity(STATE_IDLE, NULL);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	return edata;
-}
-
-bool
-broker_extension_present(void)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	bool		present;
-
-	StartTransactionCommand();
-	present = OidIsValid(get_extension_oid("trading", true));
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(cxt);
-	return present;
-}
 
 /* ---------------------------------------------------------------------
  * Configuration
@@ -202,9 +159,9 @@ broker_load_config(BrokerConfig *cfg, MemoryContext cxt)
 	ErrorData  *e;
 
 	memset(cfg, 0, sizeof(*cfg));
-	if (!broker_extension_present())
+	if (trading_bgw_extension_version() == 0)
 		return;
-	e = run_xact("trading broker worker: loading configuration",
+	e = trading_bgw_run_xact("trading broker worker: loading configuration",
 				 load_config_body, &a);
 	if (e)
 	{
@@ -273,7 +230,7 @@ broker_load_session(BrokerSession *sess, MemoryContext cxt)
 		pfree(sess->auth_header);
 	}
 	memset(sess, 0, sizeof(*sess));
-	e = run_xact("trading broker worker: loading the session",
+	e = trading_bgw_run_xact("trading broker worker: loading the session",
 				 load_session_body, &a);
 	if (e)
 	{
@@ -301,7 +258,7 @@ expire_body(void *arg)
 void
 broker_mark_session_expired(void)
 {
-	ErrorData  *e = run_xact("trading broker worker: session expired",
+	ErrorData  *e = trading_bgw_run_xact("trading broker worker: session expired",
 							 expire_body, NULL);
 
 	if (e)
@@ -434,7 +391,7 @@ broker_apply_response(BrokerEndpoint ep, const char *quote_mode,
 	a.result = result;
 	a.cxt = CurrentMemoryContext;
 	a.finals = NULL;
-	e = run_xact("trading broker worker: applying a response", apply_body, &a);
+	e = trading_bgw_run_xact("trading broker worker: applying a response", apply_body, &a);
 	if (e == NULL && a.finals)
 		count_final_orders(a.finals);
 	if (e)

@@ -280,8 +280,9 @@ static bool order_windows_rebuilt = false;
 
 #define RATE_SYNC_RETRY_US	(1000000)	/* retry a failed or locked sync */
 
+/* exit hook: the worker no longer runs */
 static void
-worker_exit(int code, Datum arg)
+worker_exit(void)
 {
 	SpinLockAcquire(&bw_shared->mutex);
 	bw_shared->state = BWS_NOT_RUNNING;
@@ -290,6 +291,7 @@ worker_exit(int code, Datum arg)
 	SpinLockRelease(&bw_shared->mutex);
 }
 
+/* Nap until the extension is installed, saying so once. */
 static void
 wait_for_extension(void)
 {
@@ -298,7 +300,7 @@ wait_for_extension(void)
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
-		if (broker_extension_present())
+		if (trading_bgw_extension_version() > 0)
 			return;
 		set_state(BWS_WAITING_EXTENSION);
 		if (!logged)
@@ -737,17 +739,32 @@ next_wakeup_ms(bool polling)
 	return (long) Max((next - now + 999) / 1000, 0);
 }
 
-static void
-process_reload_signal(void)
-{
-	char	   *old_url = pstrdup(broker_url);
-	char	   *old_ca = pstrdup(broker_ca_file);
-	int			old_conn = broker_max_connections;
+/* the connection settings the HTTP client was set up with */
+static char *http_url;
+static char *http_ca_file;
+static int	http_max_connections;
 
-	ConfigReloadPending = false;
-	ProcessConfigFile(PGC_SIGHUP);
-	if (strcmp(old_url, broker_url) != 0 || strcmp(old_ca, broker_ca_file) != 0 ||
-		old_conn != broker_max_connections)
+static void
+remember_http_settings(void)
+{
+	if (http_url)
+		pfree(http_url);
+	if (http_ca_file)
+		pfree(http_ca_file);
+	http_url = MemoryContextStrdup(TopMemoryContext, broker_url);
+	http_ca_file = MemoryContextStrdup(TopMemoryContext, broker_ca_file);
+	http_max_connections = broker_max_connections;
+}
+
+/*
+ * After a reload: new connection settings restart the HTTP client; the
+ * configuration tables are read again in any case.
+ */
+static void
+apply_reload(void)
+{
+	if (strcmp(http_url, broker_url) != 0 || strcmp(http_ca_file, broker_ca_file) != 0 ||
+		http_max_connections != broker_max_connections)
 	{
 		/* abandon requests in flight; their endpoints are polled again */
 		for (int i = 0; i < BEP_COUNT; i++)
@@ -760,32 +777,28 @@ process_reload_signal(void)
 				sched[i].cycle = -1;
 			}
 		broker_http_reset();
+		remember_http_settings();
 	}
-	pfree(old_url);
-	pfree(old_ca);
 	reload_wanted = true;
 }
 
 void
 broker_worker_main(Datum main_arg)
 {
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
+	long		nap_ms;
 
 	SpinLockAcquire(&bw_shared->mutex);
 	bw_shared->pid = MyProcPid;
 	bw_shared->procno = MyProc->pgprocno;
 	bw_shared->state = BWS_STARTING;
 	bw_shared->session_state = BSS_UNKNOWN;
-	bw_shared->started_at = GetCurrentTimestamp();
+	bw_shared->started_at = trading_bgw_start_time();
 	SpinLockRelease(&bw_shared->mutex);
-	on_shmem_exit(worker_exit, (Datum) 0);
+	trading_bgw_on_exit(worker_exit);
 
 	if (pg_atomic_read_u32(&bw_shared->database_seen) == 0)
 		set_state(BWS_WAITING_DATABASE);
 	trading_bgw_connect(&bw_shared->database_seen, "trading broker worker");
-	pgstat_report_appname("trading broker worker");
 
 	ConfigContext = AllocSetContextCreate(TopMemoryContext, "trading broker config",
 										  ALLOCSET_DEFAULT_SIZES);
@@ -798,6 +811,7 @@ broker_worker_main(Datum main_arg)
 
 	wait_for_extension();
 	broker_http_init();
+	remember_http_settings();
 	ereport(LOG,
 			(errmsg("trading broker worker started, polling %s", broker_url)));
 
@@ -805,16 +819,10 @@ broker_worker_main(Datum main_arg)
 	{
 		BrokerWorkerState state;
 		bool		polling;
-		long		timeout;
 
-		CHECK_FOR_INTERRUPTS();
-		if (!PostmasterIsAlive())
-			proc_exit(1);
 		MemoryContextReset(LoopContext);
 		MemoryContextSwitchTo(LoopContext);
 
-		if (ConfigReloadPending)
-			process_reload_signal();
 		if (pg_atomic_read_u64(&bw_shared->config_gen) != seen_config_gen ||
 			trading_monotonic_us() - last_reload_us >= RELOAD_EVERY_US)
 			reload_wanted = true;
@@ -849,16 +857,16 @@ broker_worker_main(Datum main_arg)
 			schedule_requests();
 		publish_schedule(polling);
 
-		timeout = next_wakeup_ms(polling);
+		/* requests in flight: wait on them instead of the latch */
+		nap_ms = next_wakeup_ms(polling);
 		if (rate_sync_failed || ratelimit_sync_needed())
-			timeout = Min(timeout, RATE_SYNC_RETRY_US / 1000);
+			nap_ms = Min(nap_ms, RATE_SYNC_RETRY_US / 1000);
 		if (broker_http_in_flight() > 0)
-			broker_http_poll((int) Min(timeout, POLL_STEP_MS), request_done);
-		else
 		{
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 timeout, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
+			broker_http_poll((int) Min(nap_ms, POLL_STEP_MS), request_done);
+			nap_ms = 0;
 		}
+		if (trading_bgw_nap(nap_ms))
+			apply_reload();
 	}
 }

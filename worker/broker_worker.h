@@ -217,7 +217,6 @@ typedef struct BrokerSession
 	char	   *auth_header;	/* "token key:access" (in a private context) */
 } BrokerSession;
 
-extern bool broker_extension_present(void);
 extern void broker_load_config(BrokerConfig *cfg, MemoryContext cxt);
 extern void broker_load_session(BrokerSession *sess, MemoryContext cxt);
 extern void broker_mark_session_expired(void);

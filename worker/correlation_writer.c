@@ -69,13 +69,6 @@ PGDLLEXPORT void correlation_writer_main(Datum main_arg);
 #define WAIT_EXTENSION_MS			5000
 #define RETENTION_DELETE_LIMIT		10000
 
-typedef enum ApplyResult
-{
-	APPLY_OK,
-	APPLY_BAD,					/* data error: the events themselves */
-	APPLY_TRANSIENT				/* anything else: retry later */
-} ApplyResult;
-
 static MemoryContext batch_cxt = NULL;
 static SPIPlanPtr begin_plan = NULL;
 static SPIPlanPtr end_plan = NULL;
@@ -84,11 +77,15 @@ static const char *begin_sql =
 "INSERT INTO trading.operations AS o "
 "  (id, parent_id, operation, started_at, attributes, backend_pid, username, begin_seq, "
 "   ended_at, status, error, auto_ended, end_backend_pid, end_seq) "
-"SELECT t.i, t.p, t.o, t.s, t.a::jsonb, t.b, t.u, t.q, "
+"SELECT t.i, t.p, t.o, t.s, t.a::pg_catalog.jsonb, t.b, t.u, t.q, "
 "       t.e, coalesce(t.st, 'open'), t.er, coalesce(t.au, false), t.eb, t.eq "
-"FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], "
-"            $6::int4[], $7::text[], $8::int8[], $9::timestamptz[], $10::text[], "
-"            $11::text[], $12::bool[], $13::int4[], $14::int8[]) "
+"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+"            pg_catalog.unnest($3), pg_catalog.unnest($4), "
+"            pg_catalog.unnest($5), pg_catalog.unnest($6), "
+"            pg_catalog.unnest($7), pg_catalog.unnest($8), "
+"            pg_catalog.unnest($9), pg_catalog.unnest($10), "
+"            pg_catalog.unnest($11), pg_catalog.unnest($12), "
+"            pg_catalog.unnest($13), pg_catalog.unnest($14)) "
 "     AS t(i, p, o, s, a, b, u, q, e, st, er, au, eb, eq) "
 "ON CONFLICT (id) DO UPDATE SET parent_id = excluded.parent_id, "
 "  operation = excluded.operation, started_at = excluded.started_at, "
@@ -101,9 +98,13 @@ static const char *end_sql =
 "  (id, parent_id, operation, started_at, backend_pid, username, "
 "   ended_at, status, error, auto_ended, end_backend_pid, end_seq) "
 "SELECT t.i, t.p, t.o, t.s, t.b, t.u, t.e, t.st, t.er, t.au, t.eb, t.q "
-"FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::int4[], "
-"            $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::bool[], "
-"            $11::int4[], $12::int8[]) AS t(i, p, o, s, b, u, e, st, er, au, eb, q) "
+"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+"            pg_catalog.unnest($3), pg_catalog.unnest($4), "
+"            pg_catalog.unnest($5), pg_catalog.unnest($6), "
+"            pg_catalog.unnest($7), pg_catalog.unnest($8), "
+"            pg_catalog.unnest($9), pg_catalog.unnest($10), "
+"            pg_catalog.unnest($11), pg_catalog.unnest($12)) "
+"     AS t(i, p, o, s, b, u, e, st, er, au, eb, q) "
 "ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at, "
 "  status = excluded.status, error = excluded.error, "
 "  auto_ended = excluded.auto_ended, end_backend_pid = excluded.end_backend_pid, "
@@ -122,90 +123,12 @@ corr_writer_register(void)
 							BgWorkerStart_ConsistentState, 1);
 }
 
+/* exit hook: the writer can no longer be woken */
 static void
-writer_exit(int code, Datum arg)
+writer_exit(void)
 {
 	pg_atomic_write_u32(&corr_shared->writer_procno, (uint32) -1);
 	pg_atomic_write_u32(&corr_shared->writer_pid, 0);
-}
-
-static void
-writer_sleep(long ms)
-{
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-}
-
-/* Is the extension (and its table) installed?  Own transaction. */
-static bool
-extension_ready(void)
-{
-	bool		ready;
-	Oid			nsp;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	nsp = get_namespace_oid("trading", true);
-	ready = OidIsValid(get_extension_oid("trading", true)) &&
-		OidIsValid(nsp) && OidIsValid(get_relname_relid("operations", nsp));
-	CommitTransactionCommand();
-	return ready;
-}
-
-/* ---------------------------------------------------------------------
- * Running SQL under a subtransaction.
- * ---------------------------------------------------------------------
- */
-
-typedef void (*apply_fn) (void *arg);
-
-/*
- * Run fn(arg) in a subtransaction.  On error, roll it back, classify the
- * error, and (if errmsg is not NULL) return its message.
- */
-static ApplyResult
-run_guarded(apply_fn fn, void *arg, char **errmsg_out)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile ApplyResult result = APPLY_OK;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		int			class;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-
-		class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-		if (class == ERRCODE_CARDINALITY_VIOLATION ||
-			class == ERRCODE_DATA_EXCEPTION ||
-			class == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION)
-			result = APPLY_BAD;
-		else
-			result = APPLY_TRANSIENT;
-		if (errmsg_out)
-			*errmsg_out = pstrdup(edata->message ? edata->message : "?");
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	return result;
 }
 
 /* ---------------------------------------------------------------------
@@ -554,6 +477,55 @@ release(uint64 upto, uint64 last_seq, uint64 nwritten, uint64 ndiscarded)
 
 static TimestampTz last_transient_log = 0;
 
+/* A batch to store, and what became of its events. */
+typedef struct StoreBatch
+{
+	Batch	   *batch;
+	uint64		nwritten;
+	uint64		ndiscarded;
+} StoreBatch;
+
+/*
+ * The unit of work that stores a batch: all its events in one
+ * subtransaction; after a data error, each event in its own, discarding
+ * (with a WARNING) those that still fail.  Any other error is raised, so
+ * the unit of work rolls back and the events stay queued.
+ */
+static void
+store_batch(void *arg)
+{
+	StoreBatch *sb = (StoreBatch *) arg;
+	Batch	   *b = sb->batch;
+	ErrorData  *edata = trading_bgw_run_subxact(apply_batch, b);
+
+	if (edata == NULL)
+	{
+		sb->nwritten = b->n;
+		return;
+	}
+	if (!trading_bgw_data_error(edata))
+		ReThrowError(edata);
+	FreeErrorData(edata);
+
+	/* find the culprits: one event per subtransaction */
+	for (int i = 0; i < b->n; i++)
+	{
+		Batch		one = {&b->evs[i], &b->kinds[i], 1};
+
+		edata = trading_bgw_run_subxact(apply_batch, &one);
+		if (edata == NULL)
+			sb->nwritten++;
+		else if (trading_bgw_data_error(edata))
+		{
+			discard_warning(b->evs[i], edata->message ? edata->message : "?");
+			sb->ndiscarded++;
+			FreeErrorData(edata);
+		}
+		else
+			ReThrowError(edata);
+	}
+}
+
 /*
  * Store the next batch.  Returns the number of records consumed (0: queue
  * empty), or -1 after a transient failure (nothing consumed).
@@ -573,8 +545,6 @@ write_batch(bool *full_batch)
 	const char **bad_why;
 	int			nbad = 0;
 	MemoryContext oldcxt;
-	ApplyResult r;
-	char	   *msg = NULL;
 
 	*full_batch = false;
 	SpinLockAcquire(&cs->mutex);
@@ -645,51 +615,29 @@ write_batch(bool *full_batch)
 		return 0;
 	}
 
+	MemoryContextSwitchTo(oldcxt);
 	if (b.n > 0)
 	{
-		MemoryContextSwitchTo(oldcxt);
-		trading_bgw_begin_xact("storing correlation events");
-		MemoryContextSwitchTo(batch_cxt);
+		StoreBatch	sb = {&b, 0, 0};
+		ErrorData  *edata = trading_bgw_run_xact("storing correlation events",
+												 store_batch, &sb);
 
-		r = run_guarded(apply_batch, &b, &msg);
-		if (r == APPLY_OK)
-			nwritten = b.n;
-		else if (r == APPLY_BAD)
-		{
-			/* find the culprits: one event per subtransaction */
-			for (int i = 0; i < b.n && r != APPLY_TRANSIENT; i++)
-			{
-				Batch		one = {&b.evs[i], &b.kinds[i], 1};
-
-				r = run_guarded(apply_batch, &one, &msg);
-				if (r == APPLY_OK)
-					nwritten++;
-				else if (r == APPLY_BAD)
-				{
-					discard_warning(b.evs[i], msg);
-					ndiscarded++;
-				}
-			}
-		}
-		MemoryContextSwitchTo(oldcxt);
-		if (r == APPLY_TRANSIENT)
+		if (edata)
 		{
 			TimestampTz now = GetCurrentTimestamp();
 
-			SPI_finish();
-			PopActiveSnapshot();
-			AbortCurrentTransaction();
-			pgstat_report_activity(STATE_IDLE, NULL);
 			if (TimestampDifferenceExceeds(last_transient_log, now, MAINTENANCE_INTERVAL_MS))
 			{
 				ereport(WARNING,
 						(errmsg("correlation writer could not store events, will retry: %s",
-								msg ? msg : "?")));
+								edata->message ? edata->message : "?")));
 				last_transient_log = now;
 			}
+			FreeErrorData(edata);
 			return -1;
 		}
-		trading_bgw_commit_xact();
+		nwritten = sb.nwritten;
+		ndiscarded = sb.ndiscarded;
 	}
 	MemoryContextSwitchTo(batch_cxt);
 	for (int i = 0; i < nbad; i++)
@@ -730,7 +678,7 @@ close_previous_epoch(void *arg)
 
 	run_sql("UPDATE trading.operations SET ended_at = $1, status = 'abandoned', "
 			"auto_ended = true, error = 'the server restarted while the operation was open' "
-			"WHERE ended_at IS NULL AND started_at < $1",
+			"WHERE ended_at IS NULL AND started_at OPERATOR(pg_catalog.<) $1",
 			1, &type, &value);
 	if (SPI_processed > 0)
 		ereport(LOG,
@@ -747,12 +695,13 @@ close_previous_epoch(void *arg)
 static void
 close_orphans(void *arg)
 {
-	run_sql("UPDATE trading.operations SET ended_at = now(), status = 'abandoned', "
+	run_sql("UPDATE trading.operations SET ended_at = pg_catalog.now(), status = 'abandoned', "
 			"auto_ended = true, error = 'the backend exited while the operation was open' "
 			"WHERE ended_at IS NULL AND backend_pid IS NOT NULL "
-			"AND started_at >= $1 "
-			"AND backend_pid NOT IN (SELECT a.pid FROM pg_stat_get_activity(NULL) a "
-			"                        WHERE a.pid IS NOT NULL)",
+			"AND started_at OPERATOR(pg_catalog.>=) $1 "
+			"AND backend_pid OPERATOR(pg_catalog.<>) ALL "
+			"    (SELECT a.pid FROM pg_catalog.pg_stat_get_activity(NULL) a "
+			"     WHERE a.pid IS NOT NULL)",
 			1, (Oid[]) {TIMESTAMPTZOID},
 			(Datum[]) {TimestampTzGetDatum(corr_shared->epoch)});
 }
@@ -762,42 +711,34 @@ static uint64 retention_deleted;
 static void
 apply_retention(void *arg)
 {
-	Oid			type = INT4OID;
-	Datum		value = Int32GetDatum(corr_retention_s);
 	Oid			types[2] = {INT4OID, INT4OID};
-	Datum		values[2] = {value, Int32GetDatum(RETENTION_DELETE_LIMIT)};
+	Datum		values[2] = {Int32GetDatum(corr_retention_s),
+	Int32GetDatum(RETENTION_DELETE_LIMIT)};
 
-	(void) type;
-	run_sql("DELETE FROM trading.operations WHERE id IN ("
+	run_sql("DELETE FROM trading.operations WHERE id OPERATOR(pg_catalog.=) ANY ("
 			" SELECT id FROM trading.operations"
-			" WHERE started_at < now() - make_interval(secs => $1)"
-			"    OR (started_at IS NULL AND ended_at < now() - make_interval(secs => $1))"
+			" WHERE started_at OPERATOR(pg_catalog.<) (pg_catalog.now()"
+			"       OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))"
+			"    OR (started_at IS NULL AND ended_at OPERATOR(pg_catalog.<) (pg_catalog.now()"
+			"       OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)))"
 			" LIMIT $2)",
 			2, types, values);
 	retention_deleted = SPI_processed;
 }
 
-/* Run fn in its own transaction; false on error (logged, not raised). */
+/* Run fn as a unit of work; false on error (logged, not raised). */
 static bool
-maintenance_step(apply_fn fn, const char *activity)
+maintenance_step(void (*fn) (void *arg), const char *activity)
 {
-	char	   *msg = NULL;
-	ApplyResult r;
+	ErrorData  *edata = trading_bgw_run_xact(activity, fn, NULL);
 
-	trading_bgw_begin_xact(activity);
-	r = run_guarded(fn, NULL, &msg);
-	if (r != APPLY_OK)
-	{
-		ereport(WARNING,
-				(errmsg("correlation writer: %s failed: %s", activity, msg ? msg : "?")));
-		SPI_finish();
-		PopActiveSnapshot();
-		AbortCurrentTransaction();
-		pgstat_report_activity(STATE_IDLE, NULL);
-		return false;
-	}
-	trading_bgw_commit_xact();
-	return true;
+	if (edata == NULL)
+		return true;
+	ereport(WARNING,
+			(errmsg("correlation writer: %s failed: %s", activity,
+					edata->message ? edata->message : "?")));
+	FreeErrorData(edata);
+	return false;
 }
 
 static void
@@ -831,34 +772,25 @@ correlation_writer_main(Datum main_arg)
 	bool		ready = false;
 	bool		epoch_closed = false;
 	TimestampTz last_maintenance = 0;
+	long		nap_ms = 0;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
+	trading_bgw_on_exit(writer_exit);
 	trading_bgw_connect(&corr_shared->database_seen, "trading correlation writer");
-	pgstat_report_appname("trading correlation writer");
 
 	batch_cxt = AllocSetContextCreate(TopMemoryContext,
 									  "correlation writer batch",
 									  ALLOCSET_DEFAULT_SIZES);
-
 	pg_atomic_write_u32(&corr_shared->writer_pid, (uint32) MyProcPid);
 	pg_atomic_write_u32(&corr_shared->writer_procno, (uint32) MyProc->pgprocno);
-	before_shmem_exit(writer_exit, (Datum) 0);
 
 	for (;;)
 	{
 		bool		full = false;
 		int			n;
 
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
+		if (trading_bgw_nap(nap_ms))
 			last_maintenance = 0;	/* apply a new retention at once */
-		}
+		nap_ms = 0;
 
 		if (RecoveryInProgress())
 		{
@@ -866,13 +798,13 @@ correlation_writer_main(Datum main_arg)
 				ereport(LOG,
 						(errmsg("correlation writer is waiting for the end of recovery")));
 			said_recovery = true;
-			writer_sleep(1000);
+			nap_ms = 1000;
 			continue;
 		}
 
 		if (!ready)
 		{
-			ready = extension_ready();
+			ready = trading_bgw_extension_version() > 0;
 			if (!ready)
 			{
 				if (!said_waiting)
@@ -880,7 +812,7 @@ correlation_writer_main(Datum main_arg)
 							(errmsg("correlation writer is waiting for extension \"trading\" in database \"%s\"",
 									trading_database)));
 				said_waiting = true;
-				writer_sleep(WAIT_EXTENSION_MS);
+				nap_ms = WAIT_EXTENSION_MS;
 				continue;
 			}
 		}
@@ -890,7 +822,7 @@ correlation_writer_main(Datum main_arg)
 			if (!maintenance_step(close_previous_epoch, "closing operations of the previous run"))
 			{
 				ready = false;
-				writer_sleep(RETRY_PAUSE_MS);
+				nap_ms = RETRY_PAUSE_MS;
 				continue;
 			}
 			epoch_closed = true;
@@ -900,7 +832,7 @@ correlation_writer_main(Datum main_arg)
 		if (n < 0)
 		{
 			ready = false;		/* re-check the extension after a failure */
-			writer_sleep(RETRY_PAUSE_MS);
+			nap_ms = RETRY_PAUSE_MS;
 			continue;
 		}
 		if (full)
@@ -917,7 +849,7 @@ correlation_writer_main(Datum main_arg)
 		if (n == 0)
 		{
 			history_maybe_run();
-			writer_sleep(corr_writer_delay_ms);
+			nap_ms = corr_writer_delay_ms;
 		}
 	}
 }

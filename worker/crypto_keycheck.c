@@ -19,6 +19,7 @@
  *-------------------------------------------------------------------------
  */
 #include "trading.h"
+#include "bgw_common.h"
 #include "crypto.h"
 
 #include "access/xact.h"
@@ -53,23 +54,14 @@ crypto_keycheck_main(Datum arg)
 				unregistered = 0,
 				bad = 0;
 
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(trading_database, NULL, 0);
-	pgstat_report_appname("trading key check");
+	trading_bgw_connect(NULL, "trading key check");
 
 	n = crypto_loaded_keys(versions, kcvs, 16, &current);
-
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute("SELECT to_regclass('trading.key_versions') IS NOT NULL", true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not look for trading.key_versions");
-	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") != 0)
-	{
-		/* extension not created yet: the first use registers the key */
+	/* extension not created yet: the first use registers the key */
+	if (trading_bgw_extension_version() == 0)
 		n = 0;
-	}
+
+	trading_bgw_begin_xact("checking the server key");
 	for (int i = 0; i < n; i++)
 	{
 		Oid			types[1] = {INT4OID};
@@ -77,7 +69,7 @@ crypto_keycheck_main(Datum arg)
 		bool		isnull;
 		bytea	   *kcv;
 
-		if (SPI_execute_with_args("SELECT kcv FROM trading.key_versions WHERE version = $1",
+		if (SPI_execute_with_args("SELECT kcv FROM trading.key_versions WHERE version OPERATOR(pg_catalog.=) $1",
 								  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read trading.key_versions");
 		if (SPI_processed == 0)
@@ -101,9 +93,7 @@ crypto_keycheck_main(Datum arg)
 					 errhint("Restore the right key in the key command's source and restart the server.")));
 		}
 	}
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
+	trading_bgw_commit_xact();
 
 	if (n > 0 && bad == 0)
 		ereport(LOG,
