@@ -116,7 +116,7 @@ archive_load(const char *name)
 
 	values[0] = CStringGetTextDatum(name);
 	SPI_connect();
-	ret = SPI_execute_with_args("SELECT data, row_count, sha256 FROM trading.archives WHERE name = $1",
+	ret = SPI_execute_with_args("SELECT data, row_count, sha256 FROM trading.archives WHERE name OPERATOR(pg_catalog.=) $1",
 								1, types, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read archive: %s", SPI_result_code_string(ret));
@@ -211,7 +211,7 @@ check_name_free(const char *name)
 
 	values[0] = CStringGetTextDatum(name);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT 1 FROM trading.archives WHERE name = $1",
+	if (SPI_execute_with_args("SELECT 1 FROM trading.archives WHERE name OPERATOR(pg_catalog.=) $1",
 							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read trading.archives");
 	if (SPI_processed > 0)
