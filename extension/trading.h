@@ -37,7 +37,32 @@
 #define ERRCODE_TRADING_RATE_LIMIT_NOT_LOADED	MAKE_SQLSTATE('T','R','0','0','2')
 /* wrong database: the extension's shared state belongs to trading.database */
 #define ERRCODE_TRADING_WRONG_DATABASE			MAKE_SQLSTATE('T','R','0','0','9')
-/* crypto (TR1xx), correlation (TR2xx), worker (TR3xx), metrics (TR4xx) */
+
+/* crypto (TR1xx) */
+#define ERRCODE_TRADING_NO_SERVER_KEY			MAKE_SQLSTATE('T','R','1','0','1')
+#define ERRCODE_TRADING_WRONG_SERVER_KEY		MAKE_SQLSTATE('T','R','1','0','2')
+#define ERRCODE_TRADING_UNKNOWN_KEY_VERSION		MAKE_SQLSTATE('T','R','1','0','3')
+#define ERRCODE_TRADING_DECRYPT_FAILED			MAKE_SQLSTATE('T','R','1','1','0')
+#define ERRCODE_TRADING_BAD_ENVELOPE			MAKE_SQLSTATE('T','R','1','1','1')
+#define ERRCODE_TRADING_WRONG_KEY_MODE			MAKE_SQLSTATE('T','R','1','1','2')
+#define ERRCODE_TRADING_CRYPTO_FAILURE			MAKE_SQLSTATE('T','R','1','1','9')
+#define ERRCODE_TRADING_ARCHIVE_MISMATCH		MAKE_SQLSTATE('T','R','1','2','0')
+
+/* correlation (TR2xx) */
+#define ERRCODE_TRADING_CORRELATION_FLUSH_TIMEOUT	MAKE_SQLSTATE('T','R','2','0','1')
+#define ERRCODE_TRADING_CORRELATION_ALREADY_ENDED	MAKE_SQLSTATE('T','R','2','0','2')
+#define ERRCODE_TRADING_CORRELATION_NONE_OPEN		MAKE_SQLSTATE('T','R','2','0','3')
+
+/* broker worker (TR3xx) */
+#define ERRCODE_TRADING_BROKER_UNREACHABLE		MAKE_SQLSTATE('T','R','3','0','1')
+#define ERRCODE_TRADING_BROKER_REFUSED			MAKE_SQLSTATE('T','R','3','0','2')
+#define ERRCODE_TRADING_WORKER_MALFORMED		MAKE_SQLSTATE('T','R','3','0','4')
+
+/* ticker (TR7xx) */
+#define ERRCODE_TRADING_TICKER_MALFORMED		MAKE_SQLSTATE('T','R','7','0','1')
+#define ERRCODE_TRADING_TICKER_ORDER_UPDATE		MAKE_SQLSTATE('T','R','7','0','2')
+
+/* each capability's range is in docs/DEVELOPING.md; add its codes here */
 
 /* ---- GUCs owned by the core (guc.c) ---- */
 extern char *trading_database;
@@ -119,39 +144,3 @@ extern void trading_register_worker(const char *function_name, const char *name,
 									int start_time, int restart_secs);
 
 #endif							/* TRADING_H */
-
-/* ---- crypto SQLSTATEs (TR1xx), appended by the crypto module ---- */
-#ifndef TRADING_CRYPTO_SQLSTATES
-#define TRADING_CRYPTO_SQLSTATES
-#define ERRCODE_TRADING_NO_SERVER_KEY			MAKE_SQLSTATE('T','R','1','0','1')
-#define ERRCODE_TRADING_WRONG_SERVER_KEY		MAKE_SQLSTATE('T','R','1','0','2')
-#define ERRCODE_TRADING_UNKNOWN_KEY_VERSION		MAKE_SQLSTATE('T','R','1','0','3')
-#define ERRCODE_TRADING_DECRYPT_FAILED			MAKE_SQLSTATE('T','R','1','1','0')
-#define ERRCODE_TRADING_BAD_ENVELOPE			MAKE_SQLSTATE('T','R','1','1','1')
-#define ERRCODE_TRADING_WRONG_KEY_MODE			MAKE_SQLSTATE('T','R','1','1','2')
-#define ERRCODE_TRADING_CRYPTO_FAILURE			MAKE_SQLSTATE('T','R','1','1','9')
-#define ERRCODE_TRADING_ARCHIVE_MISMATCH		MAKE_SQLSTATE('T','R','1','2','0')
-#endif
-
-/* ---- correlation SQLSTATEs (TR2xx), appended by the correlation module ---- */
-#ifndef TRADING_CORRELATION_SQLSTATES
-#define TRADING_CORRELATION_SQLSTATES
-#define ERRCODE_TRADING_CORRELATION_FLUSH_TIMEOUT	MAKE_SQLSTATE('T','R','2','0','1')
-#define ERRCODE_TRADING_CORRELATION_ALREADY_ENDED	MAKE_SQLSTATE('T','R','2','0','2')
-#define ERRCODE_TRADING_CORRELATION_NONE_OPEN		MAKE_SQLSTATE('T','R','2','0','3')
-#endif
-
-/* ---- broker worker SQLSTATEs (TR3xx), appended by the worker module ---- */
-#ifndef TRADING_WORKER_SQLSTATES
-#define TRADING_WORKER_SQLSTATES
-#define ERRCODE_TRADING_BROKER_UNREACHABLE		MAKE_SQLSTATE('T','R','3','0','1')
-#define ERRCODE_TRADING_BROKER_REFUSED			MAKE_SQLSTATE('T','R','3','0','2')
-#define ERRCODE_TRADING_WORKER_MALFORMED		MAKE_SQLSTATE('T','R','3','0','4')
-#endif
-
-/* ---- ticker SQLSTATEs (TR7xx), appended by the ticker module ---- */
-#ifndef TRADING_TICKER_SQLSTATES
-#define TRADING_TICKER_SQLSTATES
-#define ERRCODE_TRADING_TICKER_MALFORMED		MAKE_SQLSTATE('T','R','7','0','1')
-#define ERRCODE_TRADING_TICKER_ORDER_UPDATE		MAKE_SQLSTATE('T','R','7','0','2')
-#endif
