@@ -12,14 +12,13 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
-use lib "$FindBin::RealBin/../t";
+use lib "$FindBin::RealBin/../t/lib";
 use Time::HiRes qw(time sleep);
 use PostgreSQL::Test::Utils;
 use Test::More;
 use TradingTest;
 use PaperBroker;
-require '060_worker_lib.pm';
+use WorkerTest;
 
 my $n = $ENV{FRESHNESS_ORDERS} // 40;
 my $pb = PaperBroker->start(args => [ '--cash', 1e9 ]);

@@ -14,8 +14,7 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
-use lib "$FindBin::RealBin";
+use lib "$FindBin::RealBin/lib";
 use IO::Socket::INET;
 use IPC::Run;
 use PostgreSQL::Test::Utils;

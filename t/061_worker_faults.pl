@@ -8,13 +8,12 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
-use lib "$FindBin::RealBin";
+use lib "$FindBin::RealBin/lib";
 use PostgreSQL::Test::Utils;
 use Test::More;
 use TradingTest;
 use PaperBroker;
-require '060_worker_lib.pm';
+use WorkerTest;
 
 my $pb = PaperBroker->start(args => [ '--cash', 10000000 ]);
 my $node = WorkerTest::node('faults', $pb);

@@ -7,14 +7,13 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
-use lib "$FindBin::RealBin";
+use lib "$FindBin::RealBin/lib";
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use TradingTest;
 use PaperBroker;
-require '060_worker_lib.pm';
+use WorkerTest;
 
 my $b = PaperBroker->start;
 my $node = WorkerTest::node('primary', $b, conf => "wal_level = replica\nmax_wal_senders = 4\nrestart_after_crash = on\n");

@@ -6,12 +6,12 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin";
+use lib "$FindBin::RealBin/lib";
 use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use TradingTest;
-require '060_worker_lib.pm';
+use WorkerTest;
 
 my $mocks = TradingTest::shared_dir() . '/kite-mocks';
 my $srv = WorkerTest::FixtureServer->start;

@@ -5,14 +5,13 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
-use lib "$FindBin::RealBin";
+use lib "$FindBin::RealBin/lib";
 use File::Temp qw(tempdir);
 use PostgreSQL::Test::Utils;
 use Test::More;
 use TradingTest;
 use PaperBroker;
-require '060_worker_lib.pm';
+use WorkerTest;
 
 my $dir = tempdir(CLEANUP => 1);
 system("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "

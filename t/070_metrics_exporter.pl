@@ -12,8 +12,7 @@ use strict;
 use warnings;
 use Cwd qw(abs_path);
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
-use lib "$FindBin::RealBin";
+use lib "$FindBin::RealBin/lib";
 use HTTP::Tiny;
 use IPC::Run;
 use JSON::PP;
@@ -23,7 +22,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use TradingTest;
 use PaperBroker;
-require '060_worker_lib.pm';
+use WorkerTest;
 
 my $root = abs_path('.');
 my $queries = "$root/monitoring/queries.yaml";

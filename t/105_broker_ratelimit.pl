@@ -5,7 +5,7 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
+use lib "$FindBin::RealBin/lib";
 use Test::More;
 use Time::HiRes qw(time);
 use PaperBroker;

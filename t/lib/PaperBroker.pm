@@ -1,6 +1,6 @@
 # PaperBroker: start and drive a paper broker from a TAP test.
 #
-#   use FindBin; use lib "$FindBin::RealBin/../broker/test";
+#   use FindBin; use lib "$FindBin::RealBin/lib";
 #   use PaperBroker;
 #   my $b = PaperBroker->start(args => ['--seed', 7]);
 #   my $r = $b->api(GET => '/user/profile');         # {status, json, content, headers}

@@ -4,7 +4,7 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
+use lib "$FindBin::RealBin/lib";
 use Test::More;
 use PaperBroker;
 

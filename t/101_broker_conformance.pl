@@ -8,7 +8,7 @@ use strict;
 use warnings;
 use B ();
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
+use lib "$FindBin::RealBin/lib";
 use JSON::PP;
 use Test::More;
 use PaperBroker;

@@ -3,7 +3,7 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
+use lib "$FindBin::RealBin/lib";
 use JSON::PP;
 use Test::More;
 use Time::HiRes qw(time);

@@ -1,6 +1,6 @@
 # WorkerTest: helpers shared by the broker worker's TAP tests
-# (t/06*_worker*.pl), loaded with
-#   use lib $FindBin::RealBin; require '060_worker_lib.pm';
+# (t/06*_worker*.pl and others), loaded with
+#   use FindBin; use lib "$FindBin::RealBin/lib"; use WorkerTest;
 #
 #   WorkerTest::node($name, $broker, conf => "...")   a node whose worker
 #       polls $broker (a PaperBroker) with short intervals, and the roles
