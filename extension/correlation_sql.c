@@ -50,7 +50,7 @@
 
 PG_FUNCTION_INFO_V1(correlation_begin);
 PG_FUNCTION_INFO_V1(correlation_end);
-PG_FUNCTION_INFO_V1(current_correlation_id);
+PG_FUNCTION_INFO_V1(correlation_current_id);
 PG_FUNCTION_INFO_V1(correlation_flush);
 PG_FUNCTION_INFO_V1(correlation_emit_begin_sql);
 PG_FUNCTION_INFO_V1(correlation_emit_end_sql);
@@ -610,7 +610,7 @@ correlation_end(PG_FUNCTION_ARGS)
 }
 
 Datum
-current_correlation_id(PG_FUNCTION_ARGS)
+correlation_current_id(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *id;
 

@@ -103,6 +103,12 @@ is($old->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extnam
 	'1.0', 'still 1.0 after the restart');
 is($old->safe_psql('postgres', q{SELECT trading.decrypt(e) FROM public.upg_envelopes WHERE kind = 'server'}),
 	'\x' . unpack('H*', 'server secret'), '1.0 objects work under the new library');
+# C functions renamed in 1.1 keep their 1.0 symbols (extension/compat_1_0.c)
+is($old->safe_psql('postgres', q{
+	BEGIN;
+	SELECT trading.correlation_begin('compat.check') = trading.current_correlation_id();
+	COMMIT;}),
+	't', 'a 1.0 function whose C symbol 1.1 renamed works under the new library');
 my $log_1_0 = substr(slurp_file($old->logfile), $log_from);
 my @errors = grep { /\b(ERROR|FATAL|PANIC):/ } split /\n/, $log_1_0;
 is(join("\n", @errors), '', 'no error in the server log while the new library serves 1.0');

@@ -46,7 +46,7 @@ COMMENT ON FUNCTION @extschema@.correlation_end(uuid, text, text) IS
     'End operation id (default: the innermost open one); returns its duration';
 
 CREATE FUNCTION @extschema@.current_correlation_id()
-    RETURNS uuid LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'current_correlation_id';
+    RETURNS uuid LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'correlation_current_id';
 COMMENT ON FUNCTION @extschema@.current_correlation_id() IS
     'The innermost open operation of this transaction, or NULL';
 
