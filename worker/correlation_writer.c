@@ -360,9 +360,9 @@ apply_ends(Ends *ends)
 	Col			c[12];
 	Oid			types[12] = {UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID,
 		TIMESTAMPTZARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
-		TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT4ARRAYOID, INT8ARRAYOID};
+	TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT4ARRAYOID, INT8ARRAYOID};
 	Oid			elem[12] = {UUIDOID, UUIDOID, TEXTOID, TIMESTAMPTZOID, INT4OID,
-		TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, BOOLOID, INT4OID, INT8OID};
+	TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, BOOLOID, INT4OID, INT8OID};
 	Datum		values[12];
 
 	for (int i = 0; i < 12; i++)
@@ -414,7 +414,7 @@ static bool
 event_valid(CorrEvent *e, uint32 reclen, const char **why)
 {
 	uint64		need = sizeof(CorrRecHeader) + offsetof(CorrEvent, data) +
-		(uint64) e->op_len + e->user_len + e->attr_len + e->status_len + e->err_len;
+	(uint64) e->op_len + e->user_len + e->attr_len + e->status_len + e->err_len;
 
 	if (need > reclen)
 	{
@@ -695,6 +695,9 @@ close_previous_epoch(void *arg)
 static void
 close_orphans(void *arg)
 {
+	Oid			type = TIMESTAMPTZOID;
+	Datum		value = TimestampTzGetDatum(corr_shared->epoch);
+
 	run_sql("UPDATE trading.operations SET ended_at = pg_catalog.now(), status = 'abandoned', "
 			"auto_ended = true, error = 'the backend exited while the operation was open' "
 			"WHERE ended_at IS NULL AND backend_pid IS NOT NULL "
@@ -702,8 +705,7 @@ close_orphans(void *arg)
 			"AND backend_pid OPERATOR(pg_catalog.<>) ALL "
 			"    (SELECT a.pid FROM pg_catalog.pg_stat_get_activity(NULL) a "
 			"     WHERE a.pid IS NOT NULL)",
-			1, (Oid[]) {TIMESTAMPTZOID},
-			(Datum[]) {TimestampTzGetDatum(corr_shared->epoch)});
+			1, &type, &value);
 }
 
 static uint64 retention_deleted;
