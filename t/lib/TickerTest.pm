@@ -18,7 +18,7 @@ use FindBin;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
-use lib "$FindBin::RealBin/../broker/test";
+use lib "$FindBin::RealBin/lib";
 use PaperBroker;
 use TradingTest;
 
