@@ -144,6 +144,7 @@ typedef struct Col
 	bool	   *isnull;
 } Col;
 
+/* A column of a batch, to be passed as one array parameter. */
 static void
 col_init(Col *c, Oid type, int cap)
 {
@@ -161,6 +162,7 @@ col_add(Col *c, Datum d, bool isnull)
 	c->n++;
 }
 
+/* Append a text value; an empty string is stored as NULL. */
 static void
 col_text(Col *c, const char *s, int len)
 {
@@ -170,6 +172,7 @@ col_text(Col *c, const char *s, int len)
 		col_add(c, PointerGetDatum(cstring_to_text_with_len(s, len)), false);
 }
 
+/* The column as an array Datum of its element type. */
 static Datum
 col_array(Col *c)
 {
@@ -185,6 +188,7 @@ col_array(Col *c)
 											  typalign));
 }
 
+/* A uuid Datum of a copy of *u (the ring may be reused). */
 static Datum
 uuid_datum(const pg_uuid_t *u)
 {
@@ -208,6 +212,7 @@ typedef struct Batch
 	int			n;
 } Batch;
 
+/* Run an INSERT, preparing and keeping its plan on first use. */
 static void
 exec_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
 		  Datum *values)
@@ -398,6 +403,7 @@ apply_ends(Ends *ends)
 	exec_plan(&end_plan, end_sql, 12, types, values);
 }
 
+/* Store a batch of events: the two upserts (runs in a subtransaction). */
 static void
 apply_batch(void *arg)
 {
@@ -439,6 +445,7 @@ uuid_string(const pg_uuid_t *u)
 	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(u)));
 }
 
+/* Say that an event was discarded, and why. */
 static void
 discard_warning(CorrEvent *e, const char *why)
 {
@@ -710,6 +717,10 @@ close_orphans(void *arg)
 
 static uint64 retention_deleted;
 
+/*
+ * Delete up to RETENTION_DELETE_LIMIT operations older than
+ * trading.correlation_retention (retention_deleted: how many).
+ */
 static void
 apply_retention(void *arg)
 {
@@ -743,6 +754,7 @@ maintenance_step(void (*fn) (void *arg), const char *activity)
 	return false;
 }
 
+/* Close orphans, then apply the retention in bounded rounds. */
 static void
 maintenance(void)
 {
