@@ -6,14 +6,13 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
-use lib "$FindBin::RealBin";
+use lib "$FindBin::RealBin/lib";
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
 use TradingTest;
 use PaperBroker;
-require '060_worker_lib.pm';
+use WorkerTest;
 
 my $b = PaperBroker->start(args => [ '--cash', 1000000 ]);
 my $node = WorkerTest::node('rl_fair', $b);
