@@ -327,6 +327,13 @@ ready() {
         [ "$i" = "$l" ] && continue
         [ "$(rest_code "$i" /replica)" = 200 ] || return 1
     done
+    # HAProxy (its stats page as CSV: proxy,server,...,status is field 18)
+    # has the leader UP for writes and both replicas UP for reads
+    n=$(curl -s -m 2 "http://127.0.0.1:$stats_port/;csv" | awk -F, -v l="node${l}_primary" '
+        $1 == "trading_rw" && $2 == l && $18 == "UP" { rw++ }
+        $1 == "trading_ro" && $2 ~ /_replica$/ && $18 == "UP" { ro++ }
+        END { print rw + 0, ro + 0 }')
+    [ "$n" = "1 2" ] || return 1
     [ "$(PGPASSFILE=$dir/pgpass PGCONNECT_TIMEOUT=3 psql -X -A -t -w -h 127.0.0.1 -p "$rw_port" \
         -U "$desk_role" -d "$database" -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ] || return 1
     [ "$(PGPASSFILE=$dir/pgpass PGCONNECT_TIMEOUT=3 psql -X -A -t -w -h 127.0.0.1 -p "$ro_port" \
