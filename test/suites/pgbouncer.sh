@@ -25,7 +25,7 @@
 # a time, gives the expected answers.
 #
 # Authentication is the shipped scram-sha-256 through PgBouncer with a
-# userlist (the auth_query variant is exercised by t/080_ha.pl): the
+# userlist (the auth_query variant is exercised by test/suites/ha_patroni.sh): the
 # superuser first; 00_setup creates the test roles, this script gives them
 # passwords, writes their SCRAM secrets to the userlist and reloads.
 #

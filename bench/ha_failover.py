@@ -1,0 +1,118 @@
+"""bench/ha_failover.py (run by bench/ha_failover.sh): on the layout of
+scripts/ha.sh (synchronous_mode on),
+
+ 1. write unavailability over 5 node losses: a writer inserts a row every
+    20 ms through HAProxy's read-write port; kill-leader; the outage is the
+    time from the last acknowledged insert before the kill to the first one
+    after it.  After each loss `ha.sh up` brings the node back (pg_rewind)
+    before the next.  Prints each, then min, median and max against the
+    15 s target.
+ 2. the latency cost of synchronous_mode on a commit: pgbench, one
+    single-row INSERT per transaction (trading.place_order is not on main
+    yet: the commit it would pay is the same WAL flush + standby
+    acknowledgement), 4 clients, on the leader's PostgreSQL directly, with
+    synchronous_mode off then on then off then on (2 rounds each, same
+    layout); prints the medians and the ratio on/off.
+"""
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'suites'))
+from ha_lib import Layout, Writer  # noqa: E402
+
+LOSSES = int(os.environ.get('HA_BENCH_LOSSES', '5'))
+SECS = int(os.environ.get('HA_BENCH_SECONDS', '10'))
+
+
+def set_sync(layout, on):
+    import json
+    import urllib.request
+    leader = layout.leader()
+    req = urllib.request.Request('http://127.0.0.1:%d/config' % layout.node_port(leader, 'REST'),
+                                 data=json.dumps({'synchronous_mode': on}).encode(), method='PATCH')
+    urllib.request.urlopen(req, timeout=10).read()
+    want = "<> ''" if on else "= ''"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if layout.su_query(leader, "SELECT count(*) FROM pg_settings WHERE name = 'synchronous_standby_names' "
+                                   "AND setting %s" % want)[0][0] == 1:
+            return
+        time.sleep(0.2)
+    raise RuntimeError('synchronous_mode did not become %s' % on)
+
+
+def pgbench(layout, script):
+    leader = layout.leader()
+    r = subprocess.run(['pgbench', '-n', '-M', 'simple', '-c', '4', '-j', '2', '-T', str(SECS), '-f', script,
+                        '-h', layout.env['HA_SOCKET_DIR'], '-p', str(layout.node_port(leader)),
+                        '-U', 'postgres', 'trading'], capture_output=True, text=True, timeout=SECS + 120)
+    lat = re.search(r'latency average = ([\d.]+) ms', r.stdout)
+    tps = re.search(r'tps = ([\d.]+)', r.stdout)
+    if r.returncode != 0 or not lat:
+        raise RuntimeError('pgbench failed: %s %s' % (r.stdout, r.stderr))
+    return float(lat.group(1)), float(tps.group(1))
+
+
+def main():
+    layout = Layout('ha-bench', sync=True)
+    print('layout in %s, ports %d-%d' % (layout.dir, layout.base, layout.base + 39), flush=True)
+    try:
+        layout.up()
+        c = layout.rw()
+        with c.cursor() as cur:
+            cur.execute('CREATE TABLE ha_bench_acks (n int PRIMARY KEY)')
+            cur.execute('CREATE TABLE ha_bench_commit (id bigserial PRIMARY KEY, at timestamptz DEFAULT now(), v int)')
+        c.close()
+
+        # ---- 1. write unavailability over node losses
+        outages = []
+        start = 1
+        for k in range(1, LOSSES + 1):
+            w = Writer(layout.env['HA_DSN_RW'], 'ha_bench_acks', start=start)
+            w.start()
+            time.sleep(3)
+            killed = layout.run('kill-leader').stdout.strip()
+            t_kill = time.monotonic()
+            last_before = max(a for _, a in w.acked)
+            deadline = time.monotonic() + 120
+            while w.gap_after(t_kill) is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            w.stop.set()
+            w.join(30)
+            gap = w.gap_after(t_kill)
+            if gap is None:
+                raise RuntimeError('writes did not resume after loss %d' % k)
+            outage = t_kill + gap - last_before
+            outages.append(outage)
+            new = layout.leader()
+            print('loss %d: killed %s, writes back after %.2f s on node%s' % (k, killed, outage, new), flush=True)
+            start = w.n + 1000
+            layout.up()        # the killed node rejoins (pg_rewind) before the next loss
+        print('write unavailability over %d node losses: min %.2f s, median %.2f s, max %.2f s (target 15 s: %s)'
+              % (len(outages), min(outages), statistics.median(outages), max(outages),
+                 'met' if max(outages) <= 15 else 'MISSED'), flush=True)
+
+        # ---- 2. synchronous_mode's cost on a commit
+        script = os.path.join(layout.dir, 'commit.sql')
+        with open(script, 'w') as f:
+            f.write('INSERT INTO ha_bench_commit (v) VALUES (1);\n')
+        res = {False: [], True: []}
+        for on in (False, True, False, True):
+            set_sync(layout, on)
+            lat, tps = pgbench(layout, script)
+            res[on].append((lat, tps))
+            print('synchronous_mode %-3s: latency %.3f ms, %.0f commits/s' % ('on' if on else 'off', lat, tps), flush=True)
+        off = statistics.median(l for l, _ in res[False])
+        on = statistics.median(l for l, _ in res[True])
+        print('commit latency (single-row INSERT, 4 clients): async %.3f ms, synchronous_mode %.3f ms: %.2fx (+%.3f ms)'
+              % (off, on, on / off, on - off), flush=True)
+    finally:
+        layout.down(purge=True)
+
+
+if __name__ == '__main__':
+    main()
