@@ -17,8 +17,8 @@
 #                              $HA_DIR
 #   scripts/ha.sh status       processes and `patronictl list`
 #   scripts/ha.sh env          shell assignments to eval (ports, DSNs, nodes)
-#   scripts/ha.sh kill-leader  SIGKILL the leader's Patroni and PostgreSQL
-#                              (postmaster and backends) at once: node loss.
+#   scripts/ha.sh kill-leader  SIGKILL the leader's Patroni, postmaster and
+#                              every backend at once: node loss.
 #                              Prints the node's name (node1, node2, node3)
 #   scripts/ha.sh switchover [CANDIDATE]  planned switchover; waits for the
 #                              old leader to stream from the new one and
@@ -177,7 +177,8 @@ EOF
             -e "s|@SUPERUSER_PASSWORD@|$PW_SUPERUSER|g" \
             -e "s|@REPLICATION_PASSWORD@|$PW_REPLICATION|g" \
             -e "s|@REWIND_PASSWORD@|$PW_REWIND|g" \
-            -e "s|@SOCKET_DIR@|$sockdir|g" -e "s|@NETWORK@|127.0.0.1/32|g" \
+            -e "s|@SOCKET_DIR@|$sockdir|g" -e "s|@NETWORK@|127.0.0.1/32|g" -e "s|@WATCHDOG@|off|g" \
+            -e "s|@WARM_CALLBACK@|$here/deploy/patroni/pgbouncer_warm.sh 127.0.0.1 $(bouncer_port "$i") $database $desk_role $dir/pgpass|g" \
             "$here/deploy/patroni/patroni.yml.in" > "$dir/node$i/patroni.yml"
         grep -q '@[A-Z_]*@' "$dir/node$i/patroni.yml" && die "unreplaced placeholder in node$i/patroni.yml"
         sed -e "s|^\* = host=.*|* = host=127.0.0.1 port=$(pg_port "$i")|" \
@@ -327,6 +328,11 @@ ready() {
         [ "$i" = "$l" ] && continue
         [ "$(rest_code "$i" /replica)" = 200 ] || return 1
     done
+    # every node's PgBouncer lets a client in (see pgbouncer_warm.sh)
+    for i in $nodes; do
+        [ "$(PGPASSFILE=$dir/pgpass PGCONNECT_TIMEOUT=3 psql -X -A -t -w -h 127.0.0.1 -p "$(bouncer_port "$i")" \
+            -U "$desk_role" -d "$database" -c 'SELECT 1' 2>/dev/null)" = 1 ] || return 1
+    done
     # HAProxy (its stats page as CSV: proxy,server,...,status is field 18)
     # has the leader UP for writes and both replicas UP for reads
     n=$(curl -s -m 2 "http://127.0.0.1:$stats_port/;csv" | awk -F, -v l="node${l}_primary" '
@@ -429,15 +435,18 @@ cmd_env() {
 }
 
 cmd_kill_leader() {
-    local l ppid pm pgid
+    local l ppid pm children
     l=$(leader) || die "no leader"
     ppid=$(alive "$piddir/patroni$l.pid") || die "node$l's Patroni was not started by this script"
     pm=$(postmaster_pid "$l") || die "node$l has no postmaster"
-    # Patroni starts the postmaster in a session of its own: the process
-    # group is the postmaster and all its backends
-    pgid=$(ps -o pgid= -p "$pm" | tr -d ' ')
-    [ -n "$pgid" ] && [ "$pgid" != "$(ps -o pgid= -p $$ | tr -d ' ')" ] || die "no process group for node$l's postmaster"
-    kill -KILL -- "$ppid" "-$pgid"
+    # every backend is a session of its own (PostgreSQL calls setsid() in
+    # each child), so the node's processes are the postmaster and its
+    # children: stop the postmaster (it forks no more), list its children,
+    # and kill them all with Patroni in one kill(1)
+    kill -STOP "$pm"
+    children=$(ps -o pid= --ppid "$pm" | tr -s ' \n' ' ')
+    # shellcheck disable=SC2086
+    kill -KILL -- "$ppid" "$pm" $children
     echo "node$l"
 }
 
