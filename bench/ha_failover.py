@@ -7,12 +7,12 @@ scripts/ha.sh (synchronous_mode on),
     after it.  After each loss `ha.sh up` brings the node back (pg_rewind)
     before the next.  Prints each, then min, median and max against the
     15 s target.
- 2. the latency cost of synchronous_mode on a commit: pgbench, one
-    single-row INSERT per transaction (trading.place_order is not on main
-    yet: the commit it would pay is the same WAL flush + standby
-    acknowledgement), 4 clients, on the leader's PostgreSQL directly, with
-    synchronous_mode off then on then off then on (2 rounds each, same
-    layout); prints the medians and the ratio on/off.
+ 2. the latency cost of synchronous_mode on a commit: pgbench, 4 clients,
+    on the leader's PostgreSQL directly, one transaction = one
+    trading.place_order (risk checks, the request row, the sender's wake-up;
+    the order sender sends them to a paper broker) or one single-row INSERT
+    (the bare commit), with synchronous_mode off and on alternating, 3
+    rounds each, same layout; prints the medians and the ratio on/off.
 """
 import os
 import re
@@ -22,10 +22,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'suites'))
-from ha_lib import Layout, Writer  # noqa: E402
+from ha_lib import Layout, PaperBroker, Writer, setup_orders  # noqa: E402
 
 LOSSES = int(os.environ.get('HA_BENCH_LOSSES', '5'))
 SECS = int(os.environ.get('HA_BENCH_SECONDS', '10'))
+ROUNDS = int(os.environ.get('HA_BENCH_ROUNDS', '3'))
 
 
 def set_sync(layout, on):
@@ -60,6 +61,8 @@ def pgbench(layout, script):
 def main():
     layout = Layout('ha-bench', sync=True)
     print('layout in %s, ports %d-%d' % (layout.dir, layout.base, layout.base + 39), flush=True)
+    broker = PaperBroker(os.path.join(layout.dir, 'broker'), '--no-rate-limit', '--quiet')
+    layout.envvars['HA_BROKER_URL'] = broker.url
     try:
         layout.up()
         c = layout.rw()
@@ -97,21 +100,31 @@ def main():
                  'met' if max(outages) <= 15 else 'MISSED'), flush=True)
 
         # ---- 2. synchronous_mode's cost on a commit
-        script = os.path.join(layout.dir, 'commit.sql')
-        with open(script, 'w') as f:
-            f.write('INSERT INTO ha_bench_commit (v) VALUES (1);\n')
-        res = {False: [], True: []}
-        for on in (False, True, False, True):
-            set_sync(layout, on)
-            lat, tps = pgbench(layout, script)
-            res[on].append((lat, tps))
-            print('synchronous_mode %-3s: latency %.3f ms, %.0f commits/s' % ('on' if on else 'off', lat, tps), flush=True)
-        off = statistics.median(l for l, _ in res[False])
-        on = statistics.median(l for l, _ in res[True])
-        print('commit latency (single-row INSERT, 4 clients): async %.3f ms, synchronous_mode %.3f ms: %.2fx (+%.3f ms)'
-              % (off, on, on / off, on - off), flush=True)
+        scripts = {'INSERT': 'INSERT INTO ha_bench_commit (v) VALUES (1);\n'}
+        if setup_orders(layout):
+            scripts['place_order'] = "SELECT trading.place_order('NSE', 'INFY', 'BUY', 1, strategy => 'bench');\n"
+        else:
+            print('trading.place_order is not installed: the plain INSERT only', flush=True)
+        res = {}
+        for rnd in range(ROUNDS):
+            for on in (False, True):
+                set_sync(layout, on)
+                for name, text in scripts.items():
+                    script = os.path.join(layout.dir, 'commit_%s.sql' % name)
+                    with open(script, 'w') as f:
+                        f.write(text)
+                    lat, tps = pgbench(layout, script)
+                    res.setdefault((name, on), []).append(lat)
+                    print('round %d, %-11s synchronous_mode %-3s: latency %.3f ms, %.0f commits/s'
+                          % (rnd + 1, name, 'on' if on else 'off', lat, tps), flush=True)
+        for name in scripts:
+            off = statistics.median(res[(name, False)])
+            on = statistics.median(res[(name, True)])
+            print('%s commit latency, 4 clients, median of %d: async %.3f ms, synchronous_mode %.3f ms: %.2fx (+%.3f ms)'
+                  % (name, ROUNDS, off, on, on / off, on - off), flush=True)
     finally:
         layout.down(purge=True)
+        broker.stop()
 
 
 if __name__ == '__main__':

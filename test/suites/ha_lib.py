@@ -216,6 +216,100 @@ class Writer(threading.Thread):
         return (after[0] - t) if after else None
 
 
+class OrderPlacer(threading.Thread):
+    """Queues an order every `pause` seconds through a DSN with
+    trading.place_order, reconnecting after any error; records the request
+    id of every acknowledged (committed) call."""
+
+    def __init__(self, dsn, pause=0.1, strategy='ha'):
+        super().__init__(daemon=True)
+        self.dsn, self.pause, self.strategy = dsn, pause, strategy
+        self.acked = []
+        self.errors = []
+        self.stop = threading.Event()
+
+    def run(self):
+        conn = None
+        while not self.stop.is_set():
+            try:
+                if conn is None:
+                    conn = psycopg2.connect(self.dsn, connect_timeout=3)
+                    conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("SELECT trading.place_order('NSE', 'INFY', 'BUY', 1, strategy => %s)",
+                                (self.strategy,))
+                    self.acked.append(cur.fetchone()[0])
+            except psycopg2.Error as e:
+                self.errors.append(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                try:
+                    if conn is not None:
+                        conn.close()
+                except psycopg2.Error:
+                    pass
+                conn = None
+                time.sleep(0.1)
+                continue
+            time.sleep(self.pause)
+        if conn is not None:
+            conn.close()
+
+
+class PaperBroker:
+    """The paper broker (paper-broker from the PostgreSQL bindir, where
+    make install puts it) on a free loopback port."""
+    API_KEY = 'paper_api_key'
+    TOKEN = 'paper_access_token'
+
+    def __init__(self, workdir, *args):
+        os.makedirs(workdir, exist_ok=True)
+        portfile = os.path.join(workdir, 'paper-broker.port')
+        self.log = open(os.path.join(workdir, 'paper-broker.log'), 'w')
+        self.proc = subprocess.Popen(['paper-broker', '--port', '0', '--port-file', portfile,
+                                      '--admin-port', '-1', '--cash', '1e12'] + list(args),
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if os.path.exists(portfile) and open(portfile).read().strip():
+                self.port = int(open(portfile).read().strip())
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError('paper-broker did not start')
+
+    @property
+    def url(self):
+        return 'http://127.0.0.1:%d' % self.port
+
+    def orders(self):
+        """The broker's order book (GET /orders)."""
+        import json
+        import urllib.request
+        req = urllib.request.Request(self.url + '/orders', headers={
+            'X-Kite-Version': '3', 'Authorization': 'token %s:%s' % (self.API_KEY, self.TOKEN)})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())['data']
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.log.close()
+
+
+def setup_orders(layout):
+    """A paper broker session and an instrument (INFY), on the leader; True
+    when the installed extension has the order outbox (trading.place_order)."""
+    leader = layout.leader()
+    if layout.su_query(leader, "SELECT to_regproc('trading.place_order') IS NOT NULL")[0][0] is not True:
+        return False
+    layout.su_query(leader, "SELECT trading.set_broker_session(%s, %s)", (PaperBroker.API_KEY, PaperBroker.TOKEN))
+    layout.su_query(leader, """INSERT INTO trading.instruments
+        (instrument_token, tradingsymbol, exchange, tick_size, lot_size, segment)
+        VALUES (408065, 'INFY', 'NSE', 0.05, 1, 'NSE') ON CONFLICT DO NOTHING""")
+    return True
+
+
 class Reader(threading.Thread):
     """Reads through a DSN on a new connection every `pause` seconds (what a
     dashboard does); records successes and failures."""
