@@ -37,6 +37,7 @@
 #
 # Runs as the postgres user; started as root, it re-runs itself as postgres.
 set -euo pipefail
+umask 077
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 base=${HA_PORT_BASE:-24000}
@@ -285,19 +286,33 @@ bootstrapped() {
         [ "$(su_psql "$l" -d "$database" -c "SELECT count(*) FROM pg_extension WHERE extname = 'trading'" 2>/dev/null)" = 1 ]
 }
 
+# a password (stdin) as a SCRAM-SHA-256 secret, so that no password is in
+# a statement's text or a command line
+scram_secret() {
+    /usr/bin/python3 -c '
+import base64, hashlib, hmac, os, sys
+pw, salt, it = sys.stdin.read().encode(), os.urandom(16), 4096
+salted = hashlib.pbkdf2_hmac("sha256", pw, salt, it)
+ck = hmac.new(salted, b"Client Key", "sha256").digest()
+sk = hmac.new(salted, b"Server Key", "sha256").digest()
+b64 = lambda x: base64.b64encode(x).decode()
+print("SCRAM-SHA-256$%d:%s$%s:%s" % (it, b64(salt), b64(hashlib.sha256(ck).digest()), b64(sk)))'
+}
+
 # the login role of HA_DSN_RW/RO and PgBouncer's password, on the leader
 roles() {
-    local l
+    local l desk_secret bouncer_secret
     l=$(leader) || return 1
-    su_psql "$l" -d "$database" -v ON_ERROR_STOP=1 -v desk="$desk_role" \
-        -v pw_desk="$PW_DESK" -v pw_bouncer="$PW_BOUNCER" <<'SQL'
+    desk_secret=$(printf %s "$PW_DESK" | scram_secret)
+    bouncer_secret=$(printf %s "$PW_BOUNCER" | scram_secret)
+    su_psql "$l" -d "$database" -v ON_ERROR_STOP=1 <<SQL
 SET client_min_messages = warning;
-SELECT format('CREATE ROLE %I LOGIN', :'desk')
-WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'desk') \gexec
-ALTER ROLE :"desk" PASSWORD :'pw_desk';
-GRANT trading_trader TO :"desk";
-GRANT CREATE ON SCHEMA public TO :"desk";
-ALTER ROLE pgbouncer_auth PASSWORD :'pw_bouncer';
+SELECT format('CREATE ROLE %I LOGIN', '$desk_role')
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$desk_role') \gexec
+ALTER ROLE $desk_role PASSWORD '$desk_secret';
+GRANT trading_trader TO $desk_role;
+GRANT CREATE ON SCHEMA public TO $desk_role;
+ALTER ROLE pgbouncer_auth PASSWORD '$bouncer_secret';
 SQL
 }
 

@@ -215,6 +215,30 @@ class Writer(threading.Thread):
         after = [a for _, a in self.acked if a > t]
         return (after[0] - t) if after else None
 
+    def outage(self, since):
+        """The longest time without an acknowledgement among those from
+        `since` on: the unavailability of a failover that began after it."""
+        times = [a for _, a in self.acked if a >= since]
+        return max((b - a for a, b in zip(times, times[1:])), default=None)
+
+
+def wait_failover(layout, writer, killed, timeout=120):
+    """After a node loss: wait until another node leads and the writer has
+    an acknowledgement from after that moment (an answer already on its way
+    when the node died can arrive after the kill: it does not count).
+    Returns True when writes are back."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        if seen is None:
+            leader = layout.leader()
+            if leader is not None and leader != killed:
+                seen = time.monotonic()
+        elif writer.gap_after(seen) is not None:
+            return True
+        time.sleep(0.1)
+    return False
+
 
 class OrderPlacer(threading.Thread):
     """Queues an order every `pause` seconds through a DSN with
