@@ -15,6 +15,6 @@ export PATH="$("$PG_CONFIG" --bindir):$PATH"
 if [ "$(id -u)" = 0 ]; then
     exec runuser -u postgres -- env PATH="$PATH" PG_CONFIG="$PG_CONFIG" \
         HA_BENCH_LOSSES="${HA_BENCH_LOSSES:-5}" HA_BENCH_SECONDS="${HA_BENCH_SECONDS:-15}" HA_BENCH_RATE="${HA_BENCH_RATE:-8}" HA_BENCH_ROUNDS="${HA_BENCH_ROUNDS:-3}" \
-        /usr/bin/python3 "$src/bench/ha_failover.py"
+        /usr/bin/python3 -B "$src/bench/ha_failover.py"
 fi
-exec /usr/bin/python3 "$src/bench/ha_failover.py"
+exec /usr/bin/python3 -B "$src/bench/ha_failover.py"

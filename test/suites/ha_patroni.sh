@@ -10,4 +10,4 @@ cd "$(dirname "$0")/../.."
 if [ -n "${PG_CONFIG:-}" ]; then
     export PATH="$("$PG_CONFIG" --bindir):$PATH"
 fi
-exec /usr/bin/python3 test/suites/ha_patroni.py
+exec /usr/bin/python3 -B test/suites/ha_patroni.py
