@@ -6,7 +6,7 @@
  *	  (correlation.h) and the statistics behind trading.correlation_stats.
  *
  * The queue ("trading.correlation") is a byte ring of variable-length
- * records (CorrRecHeader + CorrEvent + strings, 16-byte aligned).  Byte
+ * records (CorrelationRecHeader + CorrelationEvent + strings, 16-byte aligned).  Byte
  * positions (head, tail) grow forever; a position's offset in the ring is
  * position % size.  A record never wraps: when it does not fit before the
  * end of the ring, a PAD record fills the rest and the event starts at
@@ -17,7 +17,7 @@
  *
  * Locking rules
  * -------------
- * - A producer takes corr_shared->mutex (a spinlock) for a few instructions:
+ * - A producer takes correlation_shared->mutex (a spinlock) for a few instructions:
  *   it checks the free space against tail, advances head, takes the next
  *   sequence number and releases it.  It then copies the event into the
  *   reserved bytes without any lock and finally sets the record's ready
@@ -55,13 +55,13 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
-CorrelationShared *corr_shared = NULL;
+CorrelationShared *correlation_shared = NULL;
 
-int			corr_queue_size_kb = 8192;
-int			corr_writer_delay_ms = 200;
-int			corr_batch_events = 5000;
-int			corr_retention_s = 7 * 24 * 3600;
-bool		corr_log_ids = true;
+int			correlation_queue_size_kb = 8192;
+int			correlation_writer_delay_ms = 200;
+int			correlation_batch_events = 5000;
+int			correlation_retention_s = 7 * 24 * 3600;
+bool		correlation_log_ids = true;
 
 PG_FUNCTION_INFO_V1(correlation_stats);
 
@@ -69,7 +69,7 @@ static Size
 correlation_shmem_size(void)
 {
 	return add_size(MAXALIGN(sizeof(CorrelationShared)),
-					(Size) corr_queue_size_kb * 1024);
+					(Size) correlation_queue_size_kb * 1024);
 }
 
 void
@@ -78,41 +78,41 @@ correlation_init(void)
 	DefineCustomIntVariable("trading.correlation_queue_size",
 							"Size of the shared-memory queue of correlation events.",
 							"When it is full, new events are dropped and counted in trading.correlation_stats.",
-							&corr_queue_size_kb,
+							&correlation_queue_size_kb,
 							8192, 32, 1024 * 1024,
 							PGC_POSTMASTER, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("trading.correlation_writer_delay",
 							"Longest time a correlation event waits in the queue before the writer stores it.",
 							NULL,
-							&corr_writer_delay_ms,
+							&correlation_writer_delay_ms,
 							200, 10, 10000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("trading.correlation_batch_size",
 							"Most correlation events the writer stores in one transaction.",
 							NULL,
-							&corr_batch_events,
+							&correlation_batch_events,
 							5000, 1, 100000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("trading.correlation_retention",
 							"Age after which rows of trading.operations are deleted; 0 keeps them forever.",
 							NULL,
-							&corr_retention_s,
+							&correlation_retention_s,
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 	DefineCustomBoolVariable("trading.correlation_log_ids",
 							 "Append the id of the innermost open operation to every server log message.",
 							 NULL,
-							 &corr_log_ids,
+							 &correlation_log_ids,
 							 true,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
 
-	corr_sql_init();
-	corr_writer_register();
+	correlation_sql_init();
+	correlation_writer_register();
 }
 
 void
@@ -126,30 +126,30 @@ correlation_shmem_startup(void)
 {
 	bool		found;
 
-	corr_shared = ShmemInitStruct("trading.correlation",
-								  correlation_shmem_size(), &found);
+	correlation_shared = ShmemInitStruct("trading.correlation",
+										 correlation_shmem_size(), &found);
 	if (found)
 		return;
 
-	memset(corr_shared, 0, sizeof(CorrelationShared));
-	SpinLockInit(&corr_shared->mutex);
-	corr_shared->head = 0;
-	corr_shared->next_seq = 1;
-	corr_shared->dropped_total = 0;
-	corr_shared->wake_pending = false;
-	pg_atomic_init_u64(&corr_shared->tail, 0);
-	pg_atomic_init_u64(&corr_shared->consumed_seq, 0);
-	pg_atomic_init_u64(&corr_shared->written_total, 0);
-	pg_atomic_init_u64(&corr_shared->discarded_total, 0);
-	pg_atomic_init_u32(&corr_shared->writer_procno, (uint32) -1);
-	pg_atomic_init_u32(&corr_shared->writer_pid, 0);
-	pg_atomic_init_u32(&corr_shared->database_seen, 1);
-	corr_shared->epoch = GetCurrentTimestamp();
-	corr_shared->size = (uint64) corr_queue_size_kb * 1024;
-	corr_shared->wake_bytes = corr_shared->size / 4;
-	ConditionVariableInit(&corr_shared->flushed_cv);
-	corr_shared->ring = (char *) corr_shared + MAXALIGN(sizeof(CorrelationShared));
-	memset(corr_shared->ring, 0, corr_shared->size);
+	memset(correlation_shared, 0, sizeof(CorrelationShared));
+	SpinLockInit(&correlation_shared->mutex);
+	correlation_shared->head = 0;
+	correlation_shared->next_seq = 1;
+	correlation_shared->dropped_total = 0;
+	correlation_shared->wake_pending = false;
+	pg_atomic_init_u64(&correlation_shared->tail, 0);
+	pg_atomic_init_u64(&correlation_shared->consumed_seq, 0);
+	pg_atomic_init_u64(&correlation_shared->written_total, 0);
+	pg_atomic_init_u64(&correlation_shared->discarded_total, 0);
+	pg_atomic_init_u32(&correlation_shared->writer_procno, (uint32) -1);
+	pg_atomic_init_u32(&correlation_shared->writer_pid, 0);
+	pg_atomic_init_u32(&correlation_shared->database_seen, 1);
+	correlation_shared->epoch = GetCurrentTimestamp();
+	correlation_shared->size = (uint64) correlation_queue_size_kb * 1024;
+	correlation_shared->wake_bytes = correlation_shared->size / 4;
+	ConditionVariableInit(&correlation_shared->flushed_cv);
+	correlation_shared->ring = (char *) correlation_shared + MAXALIGN(sizeof(CorrelationShared));
+	memset(correlation_shared->ring, 0, correlation_shared->size);
 }
 
 /* ---------------------------------------------------------------------
@@ -158,13 +158,13 @@ correlation_shmem_startup(void)
  */
 
 void
-corr_wake_writer(void)
+correlation_wake_writer(void)
 {
 	uint32		procno;
 
-	if (corr_shared == NULL)
+	if (correlation_shared == NULL)
 		return;
-	procno = pg_atomic_read_u32(&corr_shared->writer_procno);
+	procno = pg_atomic_read_u32(&correlation_shared->writer_procno);
 	if (procno != (uint32) -1 && procno < ProcGlobal->allProcCount)
 		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
 }
@@ -178,14 +178,14 @@ put(char *dst, const char *src, int len)
 }
 
 bool
-corr_enqueue(const CorrEventArgs *ev)
+correlation_enqueue(const CorrelationEventArgs *ev)
 {
-	CorrelationShared *cs = corr_shared;
-	int			op_len = Min(Max(ev->op_len, 0), CORR_MAX_OPERATION);
-	int			user_len = Min(Max(ev->user_len, 0), CORR_MAX_USER);
-	int			attr_len = Min(Max(ev->attr_len, 0), CORR_MAX_ATTRIBUTES);
-	int			status_len = Min(Max(ev->status_len, 0), CORR_MAX_STATUS);
-	int			err_len = Min(Max(ev->err_len, 0), CORR_MAX_ERROR);
+	CorrelationShared *cs = correlation_shared;
+	int			op_len = Min(Max(ev->op_len, 0), CORRELATION_MAX_OPERATION);
+	int			user_len = Min(Max(ev->user_len, 0), CORRELATION_MAX_USER);
+	int			attr_len = Min(Max(ev->attr_len, 0), CORRELATION_MAX_ATTRIBUTES);
+	int			status_len = Min(Max(ev->status_len, 0), CORRELATION_MAX_STATUS);
+	int			err_len = Min(Max(ev->err_len, 0), CORRELATION_MAX_ERROR);
 	uint32		len;
 	uint64		pos;
 	uint64		tail;
@@ -194,15 +194,15 @@ corr_enqueue(const CorrEventArgs *ev)
 	uint64		seq = 0;
 	bool		ok = false;
 	bool		wake = false;
-	CorrRecHeader *hdr;
-	CorrEvent  *e;
+	CorrelationRecHeader *hdr;
+	CorrelationEvent *e;
 	char	   *p;
 
 	if (cs == NULL)
 		return false;
 
-	len = CORR_REC_ALIGN(sizeof(CorrRecHeader) + offsetof(CorrEvent, data) +
-						 op_len + user_len + attr_len + status_len + err_len);
+	len = CORRELATION_REC_ALIGN(sizeof(CorrelationRecHeader) + offsetof(CorrelationEvent, data) +
+								op_len + user_len + attr_len + status_len + err_len);
 
 	SpinLockAcquire(&cs->mutex);
 	pos = cs->head;
@@ -227,18 +227,18 @@ corr_enqueue(const CorrEventArgs *ev)
 
 	if (pad > 0)
 	{
-		hdr = (CorrRecHeader *) (cs->ring + offset);
+		hdr = (CorrelationRecHeader *) (cs->ring + offset);
 		hdr->len = (uint32) pad;
-		hdr->kind = CORR_REC_PAD;
+		hdr->kind = CORRELATION_REC_PAD;
 		pg_write_barrier();
 		pg_atomic_write_u32(&hdr->ready, 1);
 		offset = 0;
 	}
 
-	hdr = (CorrRecHeader *) (cs->ring + offset);
+	hdr = (CorrelationRecHeader *) (cs->ring + offset);
 	hdr->len = len;
 	hdr->kind = ev->kind;
-	e = (CorrEvent *) (hdr + 1);
+	e = (CorrelationEvent *) (hdr + 1);
 	e->seq = seq;
 	e->ts = ev->ts;
 	e->started_at = ev->started_at;
@@ -248,8 +248,8 @@ corr_enqueue(const CorrEventArgs *ev)
 	else
 		memset(&e->parent, 0, sizeof(pg_uuid_t));
 	e->pid = ev->pid;
-	e->flags = (uint16) ((ev->flags & ~CORR_F_PARENT) |
-						 (ev->parent ? CORR_F_PARENT : 0));
+	e->flags = (uint16) ((ev->flags & ~CORRELATION_F_PARENT) |
+						 (ev->parent ? CORRELATION_F_PARENT : 0));
 	e->op_len = op_len;
 	e->user_len = user_len;
 	e->attr_len = attr_len;
@@ -265,7 +265,7 @@ corr_enqueue(const CorrEventArgs *ev)
 	pg_atomic_write_u32(&hdr->ready, 1);
 
 	if (wake)
-		corr_wake_writer();
+		correlation_wake_writer();
 	return true;
 }
 
@@ -322,43 +322,43 @@ void
 correlation_emit_begin(const pg_uuid_t *id, const pg_uuid_t *parent,
 					   const char *operation, const char *attributes_json)
 {
-	CorrEventArgs ev = {0};
+	CorrelationEventArgs ev = {0};
 
 	if (id == NULL)
 		return;
-	ev.kind = CORR_REC_BEGIN;
+	ev.kind = CORRELATION_REC_BEGIN;
 	ev.id = id;
 	ev.parent = parent;
 	ev.ts = GetCurrentTimestamp();
 	ev.pid = MyProcPid;
 	ev.op = operation ? operation : "?";
-	ev.op_len = clip(ev.op, CORR_MAX_OPERATION);
+	ev.op_len = clip(ev.op, CORRELATION_MAX_OPERATION);
 	current_user_name(&ev.user, &ev.user_len);
 	if (attributes_json == NULL ||
-		(int) strlen(attributes_json) > CORR_MAX_ATTRIBUTES)
+		(int) strlen(attributes_json) > CORRELATION_MAX_ATTRIBUTES)
 		attributes_json = attributes_json ? "{\"truncated\": true}" : "{}";
 	ev.attrs = attributes_json;
 	ev.attr_len = strlen(attributes_json);
-	(void) corr_enqueue(&ev);
+	(void) correlation_enqueue(&ev);
 }
 
 void
 correlation_emit_end(const pg_uuid_t *id, const char *status,
 					 const char *error)
 {
-	CorrEventArgs ev = {0};
+	CorrelationEventArgs ev = {0};
 
 	if (id == NULL)
 		return;
-	ev.kind = CORR_REC_END;
+	ev.kind = CORRELATION_REC_END;
 	ev.id = id;
 	ev.ts = GetCurrentTimestamp();
 	ev.pid = MyProcPid;
 	ev.status = (status && *status) ? status : "ok";
-	ev.status_len = clip(ev.status, CORR_MAX_STATUS);
+	ev.status_len = clip(ev.status, CORRELATION_MAX_STATUS);
 	ev.error = error;
-	ev.err_len = clip(error, CORR_MAX_ERROR);
-	(void) corr_enqueue(&ev);
+	ev.err_len = clip(error, CORRELATION_MAX_ERROR);
+	(void) correlation_enqueue(&ev);
 }
 
 /* ---------------------------------------------------------------------
@@ -383,33 +383,33 @@ correlation_stats(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (corr_shared == NULL)
+	if (correlation_shared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("correlation queue is not available"),
 				 errhint("Add trading to shared_preload_libraries and restart the server.")));
 
-	SpinLockAcquire(&corr_shared->mutex);
-	head = corr_shared->head;
-	next_seq = corr_shared->next_seq;
-	dropped = corr_shared->dropped_total;
-	SpinLockRelease(&corr_shared->mutex);
-	tail = pg_atomic_read_u64(&corr_shared->tail);
-	consumed = pg_atomic_read_u64(&corr_shared->consumed_seq);
-	written = pg_atomic_read_u64(&corr_shared->written_total);
-	discarded = pg_atomic_read_u64(&corr_shared->discarded_total);
-	pid = pg_atomic_read_u32(&corr_shared->writer_pid);
+	SpinLockAcquire(&correlation_shared->mutex);
+	head = correlation_shared->head;
+	next_seq = correlation_shared->next_seq;
+	dropped = correlation_shared->dropped_total;
+	SpinLockRelease(&correlation_shared->mutex);
+	tail = pg_atomic_read_u64(&correlation_shared->tail);
+	consumed = pg_atomic_read_u64(&correlation_shared->consumed_seq);
+	written = pg_atomic_read_u64(&correlation_shared->written_total);
+	discarded = pg_atomic_read_u64(&correlation_shared->discarded_total);
+	pid = pg_atomic_read_u32(&correlation_shared->writer_pid);
 
 	values[0] = Int64GetDatum((int64) (next_seq - 1 - Min(consumed, next_seq - 1)));
 	values[1] = Int64GetDatum((int64) (head - Min(tail, head)));
-	values[2] = Int64GetDatum((int64) corr_shared->size);
+	values[2] = Int64GetDatum((int64) correlation_shared->size);
 	values[3] = Int64GetDatum((int64) (next_seq - 1));
 	values[4] = Int64GetDatum((int64) dropped);
 	values[5] = Int64GetDatum((int64) written);
 	values[6] = Int64GetDatum((int64) discarded);
 	values[7] = Int32GetDatum((int32) pid);
 	nulls[7] = (pid == 0);
-	values[8] = TimestampTzGetDatum(corr_shared->epoch);
+	values[8] = TimestampTzGetDatum(correlation_shared->epoch);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

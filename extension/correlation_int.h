@@ -24,40 +24,40 @@
 #include "utils/uuid.h"
 
 /* Bounds of the variable-length fields (bytes, without a terminator). */
-#define CORR_MAX_OPERATION		200
-#define CORR_MAX_STATUS			64
-#define CORR_MAX_ERROR			2000
-#define CORR_MAX_ATTRIBUTES		8192	/* attributes as JSON text */
-#define CORR_MAX_USER			(NAMEDATALEN - 1)
-#define CORR_MAX_DEPTH			1000	/* nested open operations per backend */
+#define CORRELATION_MAX_OPERATION		200
+#define CORRELATION_MAX_STATUS			64
+#define CORRELATION_MAX_ERROR			2000
+#define CORRELATION_MAX_ATTRIBUTES		8192	/* attributes as JSON text */
+#define CORRELATION_MAX_USER			(NAMEDATALEN - 1)
+#define CORRELATION_MAX_DEPTH			1000	/* nested open operations per backend */
 
 /* Record kinds in the ring. */
-#define CORR_REC_PAD			1	/* filler up to the end of the ring */
-#define CORR_REC_BEGIN			2
-#define CORR_REC_END			3
+#define CORRELATION_REC_PAD			1	/* filler up to the end of the ring */
+#define CORRELATION_REC_BEGIN			2
+#define CORRELATION_REC_END			3
 
 /* Event flags. */
-#define CORR_F_PARENT			0x01	/* parent is set */
-#define CORR_F_AUTO				0x02	/* end made by the extension, not the user */
-#define CORR_F_BEGIN_INFO		0x04	/* end carries the begin's fields */
+#define CORRELATION_F_PARENT			0x01	/* parent is set */
+#define CORRELATION_F_AUTO				0x02	/* end made by the extension, not the user */
+#define CORRELATION_F_BEGIN_INFO		0x04	/* end carries the begin's fields */
 
 /* Every record starts 16-byte aligned with this header. */
-typedef struct CorrRecHeader
+typedef struct CorrelationRecHeader
 {
 	pg_atomic_uint32 ready;		/* 1 once the record is completely written */
 	uint32		len;			/* whole record, header included, aligned */
-	uint32		kind;			/* CORR_REC_* */
+	uint32		kind;			/* CORRELATION_REC_* */
 	uint32		pad;
-} CorrRecHeader;
+} CorrelationRecHeader;
 
-#define CORR_REC_ALIGN(len)		TYPEALIGN(16, (len))
+#define CORRELATION_REC_ALIGN(len)		TYPEALIGN(16, (len))
 
 /* Body of BEGIN and END records, followed by the strings (no terminators). */
-typedef struct CorrEvent
+typedef struct CorrelationEvent
 {
 	uint64		seq;			/* 1, 2, ... in reservation order */
 	TimestampTz ts;				/* begin: start time; end: end time */
-	TimestampTz started_at;		/* end with CORR_F_BEGIN_INFO: start time */
+	TimestampTz started_at;		/* end with CORRELATION_F_BEGIN_INFO: start time */
 	pg_uuid_t	id;
 	pg_uuid_t	parent;
 	int32		pid;			/* backend that began the operation */
@@ -68,12 +68,12 @@ typedef struct CorrEvent
 	uint32		attr_len;		/* begin only: attributes JSON text */
 	uint32		err_len;		/* end only */
 	char		data[FLEXIBLE_ARRAY_MEMBER];	/* op, user, attrs, status, error */
-} CorrEvent;
+} CorrelationEvent;
 
-#define CORR_MAX_RECORD \
-	CORR_REC_ALIGN(sizeof(CorrRecHeader) + offsetof(CorrEvent, data) + \
-				   CORR_MAX_OPERATION + CORR_MAX_USER + CORR_MAX_ATTRIBUTES + \
-				   CORR_MAX_STATUS + CORR_MAX_ERROR)
+#define CORRELATION_MAX_RECORD \
+	CORRELATION_REC_ALIGN(sizeof(CorrelationRecHeader) + offsetof(CorrelationEvent, data) + \
+				   CORRELATION_MAX_OPERATION + CORRELATION_MAX_USER + CORRELATION_MAX_ATTRIBUTES + \
+				   CORRELATION_MAX_STATUS + CORRELATION_MAX_ERROR)
 
 typedef struct CorrelationShared
 {
@@ -98,19 +98,19 @@ typedef struct CorrelationShared
 	char	   *ring;
 } CorrelationShared;
 
-extern CorrelationShared *corr_shared;
+extern CorrelationShared *correlation_shared;
 
 /* GUCs */
-extern int	corr_queue_size_kb;
-extern int	corr_writer_delay_ms;
-extern int	corr_batch_events;
-extern int	corr_retention_s;
-extern bool corr_log_ids;
+extern int	correlation_queue_size_kb;
+extern int	correlation_writer_delay_ms;
+extern int	correlation_batch_events;
+extern int	correlation_retention_s;
+extern bool correlation_log_ids;
 
 /* One event to enqueue; strings need not be NUL-terminated. */
-typedef struct CorrEventArgs
+typedef struct CorrelationEventArgs
 {
-	int			kind;			/* CORR_REC_BEGIN or CORR_REC_END */
+	int			kind;			/* CORRELATION_REC_BEGIN or CORRELATION_REC_END */
 	int			flags;
 	const pg_uuid_t *id;
 	const pg_uuid_t *parent;
@@ -127,22 +127,22 @@ typedef struct CorrEventArgs
 	int			status_len;
 	const char *error;
 	int			err_len;
-} CorrEventArgs;
+} CorrelationEventArgs;
 
 /*
  * Put one event in the ring.  Never blocks, never errors, never allocates:
  * returns false (and counts a drop) when the ring is full or shared memory
  * is not attached.  Fields longer than their bound are clipped.
  */
-extern bool corr_enqueue(const CorrEventArgs *ev);
+extern bool correlation_enqueue(const CorrelationEventArgs *ev);
 
 /* Set the writer's latch, if it is running. */
-extern void corr_wake_writer(void);
+extern void correlation_wake_writer(void);
 
 /* correlation_sql.c */
-extern void corr_sql_init(void);
+extern void correlation_sql_init(void);
 
 /* worker/correlation_writer.c */
-extern void corr_writer_register(void);
+extern void correlation_writer_register(void);
 
 #endif							/* TRADING_CORRELATION_INT_H */

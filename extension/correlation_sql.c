@@ -56,7 +56,7 @@ PG_FUNCTION_INFO_V1(correlation_emit_begin_sql);
 PG_FUNCTION_INFO_V1(correlation_emit_end_sql);
 
 /* One open operation of this backend's current transaction. */
-typedef struct CorrOpen
+typedef struct CorrelationOpen
 {
 	pg_uuid_t	id;
 	pg_uuid_t	parent;
@@ -64,22 +64,22 @@ typedef struct CorrOpen
 	int			nest_level;		/* subtransaction level that owns it */
 	TimestampTz started_at;
 	int			op_len;
-	char		op[CORR_MAX_OPERATION];
+	char		op[CORRELATION_MAX_OPERATION];
 	int			user_len;
 	char		user[NAMEDATALEN];
-} CorrOpen;
+} CorrelationOpen;
 
-static CorrOpen *corr_stack = NULL;
-static int	corr_depth = 0;
-static int	corr_capacity = 0;
+static CorrelationOpen *correlation_stack = NULL;
+static int	correlation_depth = 0;
+static int	correlation_capacity = 0;
 
-static bool corr_exit_registered = false;
-static Oid	corr_cached_userid = InvalidOid;
-static char corr_cached_user[NAMEDATALEN];
+static bool correlation_exit_registered = false;
+static Oid	correlation_cached_userid = InvalidOid;
+static char correlation_cached_user[NAMEDATALEN];
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
-#define CORR_DEFAULT_FLUSH_TIMEOUT_MS	30000
+#define CORRELATION_DEFAULT_FLUSH_TIMEOUT_MS	30000
 
 /* ---------------------------------------------------------------------
  * Ending open operations.
@@ -87,13 +87,13 @@ static emit_log_hook_type prev_emit_log_hook = NULL;
  */
 
 static void
-corr_enqueue_end(const CorrOpen *o, TimestampTz now, const char *status,
-				 const char *error, bool automatic)
+correlation_enqueue_end(const CorrelationOpen *o, TimestampTz now, const char *status,
+						const char *error, bool automatic)
 {
-	CorrEventArgs ev = {0};
+	CorrelationEventArgs ev = {0};
 
-	ev.kind = CORR_REC_END;
-	ev.flags = CORR_F_BEGIN_INFO | (automatic ? CORR_F_AUTO : 0);
+	ev.kind = CORRELATION_REC_END;
+	ev.flags = CORRELATION_F_BEGIN_INFO | (automatic ? CORRELATION_F_AUTO : 0);
 	ev.id = &o->id;
 	ev.parent = o->has_parent ? &o->parent : NULL;
 	ev.ts = now;
@@ -107,7 +107,7 @@ corr_enqueue_end(const CorrOpen *o, TimestampTz now, const char *status,
 	ev.status_len = strlen(status);
 	ev.error = error;
 	ev.err_len = error ? strlen(error) : 0;
-	(void) corr_enqueue(&ev);
+	(void) correlation_enqueue(&ev);
 }
 
 /*
@@ -116,38 +116,38 @@ corr_enqueue_end(const CorrOpen *o, TimestampTz now, const char *status,
  * paths: must not error (enqueueing never does).
  */
 static void
-corr_end_open(int min_level, const char *status, const char *error)
+correlation_end_open(int min_level, const char *status, const char *error)
 {
 	TimestampTz now;
 	int			keep = 0;
 
-	if (corr_depth == 0)
+	if (correlation_depth == 0)
 		return;
 	now = GetCurrentTimestamp();
-	for (int i = corr_depth - 1; i >= 0; i--)
-		if (corr_stack[i].nest_level >= min_level)
-			corr_enqueue_end(&corr_stack[i], now, status, error, true);
-	for (int i = 0; i < corr_depth; i++)
-		if (corr_stack[i].nest_level < min_level)
-			corr_stack[keep++] = corr_stack[i];
-	corr_depth = keep;
+	for (int i = correlation_depth - 1; i >= 0; i--)
+		if (correlation_stack[i].nest_level >= min_level)
+			correlation_enqueue_end(&correlation_stack[i], now, status, error, true);
+	for (int i = 0; i < correlation_depth; i++)
+		if (correlation_stack[i].nest_level < min_level)
+			correlation_stack[keep++] = correlation_stack[i];
+	correlation_depth = keep;
 }
 
 static void
-corr_xact_callback(XactEvent event, void *arg)
+correlation_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
-			corr_end_open(0, "abandoned",
-						  "the transaction ended while the operation was open");
+			correlation_end_open(0, "abandoned",
+								 "the transaction ended while the operation was open");
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			corr_end_open(0, "aborted",
-						  "the transaction was rolled back while the operation was open");
+			correlation_end_open(0, "aborted",
+								 "the transaction was rolled back while the operation was open");
 			break;
 		default:
 			break;
@@ -155,31 +155,31 @@ corr_xact_callback(XactEvent event, void *arg)
 }
 
 static void
-corr_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-					  SubTransactionId parentSubid, void *arg)
+correlation_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							 SubTransactionId parentSubid, void *arg)
 {
 	int			level;
 
-	if (corr_depth == 0)
+	if (correlation_depth == 0)
 		return;
 	level = GetCurrentTransactionNestLevel();
 	if (event == SUBXACT_EVENT_ABORT_SUB)
-		corr_end_open(level, "aborted",
-					  "the savepoint was rolled back while the operation was open");
+		correlation_end_open(level, "aborted",
+							 "the savepoint was rolled back while the operation was open");
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
 	{
 		/* the parent now owns what the subtransaction left open */
-		for (int i = 0; i < corr_depth; i++)
-			if (corr_stack[i].nest_level >= level)
-				corr_stack[i].nest_level = level - 1;
+		for (int i = 0; i < correlation_depth; i++)
+			if (correlation_stack[i].nest_level >= level)
+				correlation_stack[i].nest_level = level - 1;
 	}
 }
 
 static void
-corr_exit_callback(int code, Datum arg)
+correlation_exit_callback(int code, Datum arg)
 {
-	corr_end_open(0, "abandoned",
-				  "the backend exited while the operation was open");
+	correlation_end_open(0, "abandoned",
+						 "the backend exited while the operation was open");
 }
 
 /*
@@ -188,13 +188,13 @@ corr_exit_callback(int code, Datum arg)
  * of the message (which a client receiving the same ERROR sees as well).
  */
 static void
-corr_emit_log_hook(ErrorData *edata)
+correlation_emit_log_hook(ErrorData *edata)
 {
-	if (corr_log_ids && corr_depth > 0 && edata->message != NULL &&
+	if (correlation_log_ids && correlation_depth > 0 && edata->message != NULL &&
 		edata->output_to_server)
 	{
 		char		buf[UUID_LEN * 2 + 5];
-		const unsigned char *d = corr_stack[corr_depth - 1].id.data;
+		const unsigned char *d = correlation_stack[correlation_depth - 1].id.data;
 
 		snprintf(buf, sizeof(buf),
 				 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
@@ -207,12 +207,12 @@ corr_emit_log_hook(ErrorData *edata)
 }
 
 void
-corr_sql_init(void)
+correlation_sql_init(void)
 {
-	RegisterXactCallback(corr_xact_callback, NULL);
-	RegisterSubXactCallback(corr_subxact_callback, NULL);
+	RegisterXactCallback(correlation_xact_callback, NULL);
+	RegisterSubXactCallback(correlation_subxact_callback, NULL);
 	prev_emit_log_hook = emit_log_hook;
-	emit_log_hook = corr_emit_log_hook;
+	emit_log_hook = correlation_emit_log_hook;
 }
 
 /* ---------------------------------------------------------------------
@@ -221,10 +221,10 @@ corr_sql_init(void)
  */
 
 static void
-corr_prepare(void)
+correlation_prepare(void)
 {
 	trading_check_database();
-	if (corr_shared == NULL)
+	if (correlation_shared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("correlation queue is not available"),
@@ -232,23 +232,23 @@ corr_prepare(void)
 }
 
 static char *
-corr_user_name(void)
+correlation_user_name(void)
 {
 	Oid			userid = GetUserId();
 
-	if (userid != corr_cached_userid)
+	if (userid != correlation_cached_userid)
 	{
 		char	   *name = GetUserNameFromId(userid, false);
 
-		strlcpy(corr_cached_user, name, NAMEDATALEN);
-		corr_cached_userid = userid;
+		strlcpy(correlation_cached_user, name, NAMEDATALEN);
+		correlation_cached_userid = userid;
 	}
-	return corr_cached_user;
+	return correlation_cached_user;
 }
 
 /* Wait until every event enqueued so far is stored; error after timeout. */
 static void
-corr_flush(int64 timeout_ms)
+correlation_flush_wait(int64 timeout_ms)
 {
 	uint64		target;
 	TimestampTz deadline;
@@ -261,26 +261,26 @@ corr_flush(int64 timeout_ms)
 				 errmsg("correlation events cannot be written during recovery"),
 				 errdetail("The correlation writer stores events only on a primary; they stay queued until promotion.")));
 
-	SpinLockAcquire(&corr_shared->mutex);
-	target = corr_shared->next_seq - 1;
-	SpinLockRelease(&corr_shared->mutex);
+	SpinLockAcquire(&correlation_shared->mutex);
+	target = correlation_shared->next_seq - 1;
+	SpinLockRelease(&correlation_shared->mutex);
 
-	if (pg_atomic_read_u64(&corr_shared->consumed_seq) >= target)
+	if (pg_atomic_read_u64(&correlation_shared->consumed_seq) >= target)
 		return;
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	corr_wake_writer();
+	correlation_wake_writer();
 	for (;;)
 	{
 		long		remaining;
 
-		if (pg_atomic_read_u64(&corr_shared->consumed_seq) >= target)
+		if (pg_atomic_read_u64(&correlation_shared->consumed_seq) >= target)
 			break;
 		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 		if (remaining <= 0)
 		{
-			uint64		consumed = pg_atomic_read_u64(&corr_shared->consumed_seq);
-			uint32		pid = pg_atomic_read_u32(&corr_shared->writer_pid);
+			uint64		consumed = pg_atomic_read_u64(&correlation_shared->consumed_seq);
+			uint32		pid = pg_atomic_read_u32(&correlation_shared->writer_pid);
 
 			if (sleeping)
 				ConditionVariableCancelSleep();
@@ -302,14 +302,14 @@ corr_flush(int64 timeout_ms)
 		}
 		if (!sleeping)
 		{
-			ConditionVariablePrepareToSleep(&corr_shared->flushed_cv);
+			ConditionVariablePrepareToSleep(&correlation_shared->flushed_cv);
 			sleeping = true;
 			continue;
 		}
 		/* nudge the writer again now and then: it may have restarted */
 		if (++rounds % 10 == 0)
-			corr_wake_writer();
-		(void) ConditionVariableTimedSleep(&corr_shared->flushed_cv,
+			correlation_wake_writer();
+		(void) ConditionVariableTimedSleep(&correlation_shared->flushed_cv,
 										   Min(remaining, 100),
 										   PG_WAIT_EXTENSION);
 	}
@@ -318,7 +318,7 @@ corr_flush(int64 timeout_ms)
 }
 
 static Datum
-corr_duration(TimestampTz start, TimestampTz end)
+correlation_duration(TimestampTz start, TimestampTz end)
 {
 	return DirectFunctionCall2(timestamp_mi, TimestampTzGetDatum(end),
 							   TimestampTzGetDatum(start));
@@ -337,14 +337,14 @@ correlation_begin(PG_FUNCTION_ARGS)
 	Jsonb	   *attrs;
 	char	   *attrs_text;
 	int			attrs_len;
-	CorrOpen   *o;
+	CorrelationOpen *o;
 	pg_uuid_t  *id;
 	char	   *user;
-	CorrEventArgs ev = {0};
+	CorrelationEventArgs ev = {0};
 
-	corr_prepare();
+	correlation_prepare();
 	trading_require_primary("correlation tracking");
-	op = trading_text_arg(fcinfo, 0, "operation", CORR_MAX_OPERATION);
+	op = trading_text_arg(fcinfo, 0, "operation", CORRELATION_MAX_OPERATION);
 	trading_require_arg(fcinfo, 2, "attributes");
 	attrs = PG_GETARG_JSONB_P(2);
 	if (!JB_ROOT_IS_OBJECT(attrs) || JB_ROOT_IS_SCALAR(attrs))
@@ -354,51 +354,51 @@ correlation_begin(PG_FUNCTION_ARGS)
 				 errhint("Pass key/value pairs, e.g. '{\"symbol\": \"INFY\"}'::jsonb.")));
 	attrs_text = JsonbToCString(NULL, &attrs->root, VARSIZE(attrs));
 	attrs_len = strlen(attrs_text);
-	if (attrs_len > CORR_MAX_ATTRIBUTES)
+	if (attrs_len > CORRELATION_MAX_ATTRIBUTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("attributes is too long"),
 				 errdetail("The attributes have %d bytes as JSON text; at most %d are allowed.",
-						   attrs_len, CORR_MAX_ATTRIBUTES)));
-	if (corr_depth >= CORR_MAX_DEPTH)
+						   attrs_len, CORRELATION_MAX_ATTRIBUTES)));
+	if (correlation_depth >= CORRELATION_MAX_DEPTH)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("too many open operations"),
 				 errdetail("At most %d operations can be open at once in a transaction.",
-						   CORR_MAX_DEPTH),
+						   CORRELATION_MAX_DEPTH),
 				 errhint("End operations with trading.correlation_end().")));
-	user = corr_user_name();
+	user = correlation_user_name();
 
-	if (corr_depth >= corr_capacity)
+	if (correlation_depth >= correlation_capacity)
 	{
-		int			newcap = corr_capacity ? corr_capacity * 2 : 8;
+		int			newcap = correlation_capacity ? correlation_capacity * 2 : 8;
 
-		if (corr_stack == NULL)
-			corr_stack = MemoryContextAlloc(TopMemoryContext,
-											newcap * sizeof(CorrOpen));
+		if (correlation_stack == NULL)
+			correlation_stack = MemoryContextAlloc(TopMemoryContext,
+												   newcap * sizeof(CorrelationOpen));
 		else
-			corr_stack = repalloc(corr_stack, newcap * sizeof(CorrOpen));
-		corr_capacity = newcap;
+			correlation_stack = repalloc(correlation_stack, newcap * sizeof(CorrelationOpen));
+		correlation_capacity = newcap;
 	}
-	if (!corr_exit_registered)
+	if (!correlation_exit_registered)
 	{
-		before_shmem_exit(corr_exit_callback, (Datum) 0);
-		corr_exit_registered = true;
+		before_shmem_exit(correlation_exit_callback, (Datum) 0);
+		correlation_exit_registered = true;
 	}
 
 	id = palloc(sizeof(pg_uuid_t));
 	correlation_new_id(id);
 
-	o = &corr_stack[corr_depth];
+	o = &correlation_stack[correlation_depth];
 	o->id = *id;
 	if (!PG_ARGISNULL(1))
 	{
 		o->parent = *PG_GETARG_UUID_P(1);
 		o->has_parent = true;
 	}
-	else if (corr_depth > 0)
+	else if (correlation_depth > 0)
 	{
-		o->parent = corr_stack[corr_depth - 1].id;
+		o->parent = correlation_stack[correlation_depth - 1].id;
 		o->has_parent = true;
 	}
 	else
@@ -409,9 +409,9 @@ correlation_begin(PG_FUNCTION_ARGS)
 	memcpy(o->op, op, o->op_len);
 	o->user_len = strlen(user);
 	memcpy(o->user, user, o->user_len);
-	corr_depth++;
+	correlation_depth++;
 
-	ev.kind = CORR_REC_BEGIN;
+	ev.kind = CORRELATION_REC_BEGIN;
 	ev.id = &o->id;
 	ev.parent = o->has_parent ? &o->parent : NULL;
 	ev.ts = o->started_at;
@@ -422,7 +422,7 @@ correlation_begin(PG_FUNCTION_ARGS)
 	ev.user_len = o->user_len;
 	ev.attrs = attrs_text;
 	ev.attr_len = attrs_len;
-	(void) corr_enqueue(&ev);
+	(void) correlation_enqueue(&ev);
 
 	PG_RETURN_UUID_P(id);
 }
@@ -432,11 +432,11 @@ correlation_begin(PG_FUNCTION_ARGS)
  * began it, trading_admin members and superusers may.
  */
 static void
-corr_check_owner(const char *owner, const char *idstr)
+correlation_check_owner(const char *owner, const char *idstr)
 {
 	Oid			admin;
 
-	if (owner == NULL || strcmp(owner, corr_user_name()) == 0 || superuser())
+	if (owner == NULL || strcmp(owner, correlation_user_name()) == 0 || superuser())
 		return;
 	admin = get_role_oid("trading_admin", true);
 	if (OidIsValid(admin) && has_privs_of_role(GetUserId(), admin))
@@ -452,7 +452,7 @@ corr_check_owner(const char *owner, const char *idstr)
  * snapshot (the writer committed after this statement's snapshot was
  * taken); false when there is no row. */
 static bool
-corr_lookup(Datum arg, const char *idstr)
+correlation_lookup(Datum arg, const char *idstr)
 {
 	Oid			argtype = UUIDOID;
 	SPIPlanPtr	plan;
@@ -469,8 +469,8 @@ corr_lookup(Datum arg, const char *idstr)
 
 /* End an operation that is not open here: look it up in the table. */
 static bool
-corr_end_elsewhere(pg_uuid_t *id, const char *status, const char *error,
-				   Datum *duration)
+correlation_end_elsewhere(pg_uuid_t *id, const char *status, const char *error,
+						  Datum *duration)
 {
 	Datum		arg = UUIDPGetDatum(id);
 	TimestampTz started_at = 0;
@@ -479,7 +479,7 @@ corr_end_elsewhere(pg_uuid_t *id, const char *status, const char *error,
 	bool		automatic;
 	char	   *owner = NULL;
 	TimestampTz now;
-	CorrEventArgs ev = {0};
+	CorrelationEventArgs ev = {0};
 	char	   *idstr = DatumGetCString(DirectFunctionCall1(uuid_out, arg));
 	MemoryContext caller = CurrentMemoryContext;
 	bool		found;
@@ -489,13 +489,13 @@ corr_end_elsewhere(pg_uuid_t *id, const char *status, const char *error,
 	 * writer.  Only an id not stored yet may still be in the queue.
 	 */
 	SPI_connect();
-	found = corr_lookup(arg, idstr);
+	found = correlation_lookup(arg, idstr);
 	if (!found)
 	{
 		SPI_finish();
-		corr_flush(CORR_DEFAULT_FLUSH_TIMEOUT_MS);
+		correlation_flush_wait(CORRELATION_DEFAULT_FLUSH_TIMEOUT_MS);
 		SPI_connect();
-		found = corr_lookup(arg, idstr);
+		found = correlation_lookup(arg, idstr);
 	}
 	if (!found)
 		ereport(ERROR,
@@ -521,7 +521,7 @@ corr_end_elsewhere(pg_uuid_t *id, const char *status, const char *error,
 	}
 	SPI_finish();
 
-	corr_check_owner(owner, idstr);
+	correlation_check_owner(owner, idstr);
 
 	if (ended && !automatic)
 		ereport(ERROR,
@@ -530,7 +530,7 @@ corr_end_elsewhere(pg_uuid_t *id, const char *status, const char *error,
 				 errhint("trading.operation_chain() shows its status.")));
 
 	now = GetCurrentTimestamp();
-	ev.kind = CORR_REC_END;
+	ev.kind = CORRELATION_REC_END;
 	ev.id = id;
 	ev.ts = now;
 	ev.pid = MyProcPid;
@@ -538,11 +538,11 @@ corr_end_elsewhere(pg_uuid_t *id, const char *status, const char *error,
 	ev.status_len = strlen(status);
 	ev.error = error;
 	ev.err_len = error ? strlen(error) : 0;
-	(void) corr_enqueue(&ev);
+	(void) correlation_enqueue(&ev);
 
 	if (started_null)
 		return false;			/* its begin was lost: duration unknown */
-	*duration = corr_duration(started_at, now);
+	*duration = correlation_duration(started_at, now);
 	return true;
 }
 
@@ -553,30 +553,30 @@ correlation_end(PG_FUNCTION_ARGS)
 	char	   *status;
 	char	   *error = NULL;
 	int			idx = -1;
-	CorrOpen	o;
+	CorrelationOpen o;
 	TimestampTz now;
 
-	corr_prepare();
+	correlation_prepare();
 	trading_require_primary("correlation tracking");
-	status = trading_text_arg(fcinfo, 1, "status", CORR_MAX_STATUS);
+	status = trading_text_arg(fcinfo, 1, "status", CORRELATION_MAX_STATUS);
 	if (!PG_ARGISNULL(2))
-		error = trading_text_arg(fcinfo, 2, "error", CORR_MAX_ERROR);
+		error = trading_text_arg(fcinfo, 2, "error", CORRELATION_MAX_ERROR);
 
 	if (PG_ARGISNULL(0))
 	{
-		if (corr_depth == 0)
+		if (correlation_depth == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_TRADING_CORRELATION_NONE_OPEN),
 					 errmsg("no operation is open in this transaction"),
 					 errhint("Pass the id returned by trading.correlation_begin() to end an operation begun in another transaction.")));
-		idx = corr_depth - 1;
+		idx = correlation_depth - 1;
 	}
 	else
 	{
 		pg_uuid_t  *id = PG_GETARG_UUID_P(0);
 
-		for (int i = corr_depth - 1; i >= 0; i--)
-			if (memcmp(corr_stack[i].id.data, id->data, UUID_LEN) == 0)
+		for (int i = correlation_depth - 1; i >= 0; i--)
+			if (memcmp(correlation_stack[i].id.data, id->data, UUID_LEN) == 0)
 			{
 				idx = i;
 				break;
@@ -585,28 +585,28 @@ correlation_end(PG_FUNCTION_ARGS)
 		{
 			Datum		d;
 
-			if (!corr_end_elsewhere(id, status, error, &d))
+			if (!correlation_end_elsewhere(id, status, error, &d))
 				PG_RETURN_NULL();
 			PG_RETURN_DATUM(d);
 		}
 	}
 
-	o = corr_stack[idx];
+	o = correlation_stack[idx];
 	{
 		char		owner[NAMEDATALEN];
 
 		memcpy(owner, o.user, o.user_len);
 		owner[o.user_len] = '\0';
-		corr_check_owner(owner, DatumGetCString(DirectFunctionCall1(uuid_out,
-																	UUIDPGetDatum(&o.id))));
+		correlation_check_owner(owner, DatumGetCString(DirectFunctionCall1(uuid_out,
+																		   UUIDPGetDatum(&o.id))));
 	}
-	memmove(&corr_stack[idx], &corr_stack[idx + 1],
-			(corr_depth - idx - 1) * sizeof(CorrOpen));
-	corr_depth--;
+	memmove(&correlation_stack[idx], &correlation_stack[idx + 1],
+			(correlation_depth - idx - 1) * sizeof(CorrelationOpen));
+	correlation_depth--;
 
 	now = GetCurrentTimestamp();
-	corr_enqueue_end(&o, now, status, error, false);
-	PG_RETURN_DATUM(corr_duration(o.started_at, now));
+	correlation_enqueue_end(&o, now, status, error, false);
+	PG_RETURN_DATUM(correlation_duration(o.started_at, now));
 }
 
 Datum
@@ -614,10 +614,10 @@ correlation_current_id(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *id;
 
-	if (corr_depth == 0)
+	if (correlation_depth == 0)
 		PG_RETURN_NULL();
 	id = palloc(sizeof(pg_uuid_t));
-	*id = corr_stack[corr_depth - 1].id;
+	*id = correlation_stack[correlation_depth - 1].id;
 	PG_RETURN_UUID_P(id);
 }
 
@@ -628,7 +628,7 @@ correlation_flush(PG_FUNCTION_ARGS)
 	Interval   *iv;
 	int64		ms;
 
-	corr_prepare();
+	correlation_prepare();
 	trading_require_primary("correlation tracking");
 	trading_require_arg(fcinfo, 0, "timeout");
 	iv = PG_GETARG_INTERVAL_P(0);
@@ -638,7 +638,7 @@ correlation_flush(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("timeout must be between 0 and 1 hour")));
 	ms = iv->time / 1000;
-	corr_flush(ms);
+	correlation_flush_wait(ms);
 	PG_RETURN_VOID();
 }
 
@@ -651,41 +651,41 @@ correlation_flush(PG_FUNCTION_ARGS)
 Datum
 correlation_emit_begin_sql(PG_FUNCTION_ARGS)
 {
-	CorrEventArgs ev = {0};
+	CorrelationEventArgs ev = {0};
 	char	   *op;
 	char	   *attrs;
 
-	corr_prepare();
+	correlation_prepare();
 	trading_require_arg(fcinfo, 0, "id");
-	op = trading_text_arg(fcinfo, 2, "operation", CORR_MAX_OPERATION);
-	attrs = trading_text_arg(fcinfo, 3, "attributes", CORR_MAX_ATTRIBUTES);
-	ev.kind = CORR_REC_BEGIN;
+	op = trading_text_arg(fcinfo, 2, "operation", CORRELATION_MAX_OPERATION);
+	attrs = trading_text_arg(fcinfo, 3, "attributes", CORRELATION_MAX_ATTRIBUTES);
+	ev.kind = CORRELATION_REC_BEGIN;
 	ev.id = PG_GETARG_UUID_P(0);
 	ev.parent = PG_ARGISNULL(1) ? NULL : PG_GETARG_UUID_P(1);
 	ev.ts = GetCurrentTimestamp();
 	ev.pid = MyProcPid;
 	ev.op = op;
 	ev.op_len = strlen(op);
-	ev.user = corr_user_name();
+	ev.user = correlation_user_name();
 	ev.user_len = strlen(ev.user);
 	ev.attrs = attrs;
 	ev.attr_len = strlen(attrs);
-	PG_RETURN_BOOL(corr_enqueue(&ev));
+	PG_RETURN_BOOL(correlation_enqueue(&ev));
 }
 
 Datum
 correlation_emit_end_sql(PG_FUNCTION_ARGS)
 {
-	CorrEventArgs ev = {0};
+	CorrelationEventArgs ev = {0};
 	char	   *status;
 	char	   *error = NULL;
 
-	corr_prepare();
+	correlation_prepare();
 	trading_require_arg(fcinfo, 0, "id");
-	status = trading_text_arg(fcinfo, 1, "status", CORR_MAX_STATUS);
+	status = trading_text_arg(fcinfo, 1, "status", CORRELATION_MAX_STATUS);
 	if (!PG_ARGISNULL(2))
-		error = trading_text_arg(fcinfo, 2, "error", CORR_MAX_ERROR);
-	ev.kind = CORR_REC_END;
+		error = trading_text_arg(fcinfo, 2, "error", CORRELATION_MAX_ERROR);
+	ev.kind = CORRELATION_REC_END;
 	ev.id = PG_GETARG_UUID_P(0);
 	ev.ts = GetCurrentTimestamp();
 	ev.pid = MyProcPid;
@@ -693,5 +693,5 @@ correlation_emit_end_sql(PG_FUNCTION_ARGS)
 	ev.status_len = strlen(status);
 	ev.error = error;
 	ev.err_len = error ? strlen(error) : 0;
-	PG_RETURN_BOOL(corr_enqueue(&ev));
+	PG_RETURN_BOOL(correlation_enqueue(&ev));
 }

@@ -117,7 +117,7 @@ static const char *end_sql =
  */
 
 void
-corr_writer_register(void)
+correlation_writer_register(void)
 {
 	trading_register_worker("correlation_writer_main", "trading correlation writer",
 							BgWorkerStart_ConsistentState, 1);
@@ -127,8 +127,8 @@ corr_writer_register(void)
 static void
 writer_exit(void)
 {
-	pg_atomic_write_u32(&corr_shared->writer_procno, (uint32) -1);
-	pg_atomic_write_u32(&corr_shared->writer_pid, 0);
+	pg_atomic_write_u32(&correlation_shared->writer_procno, (uint32) -1);
+	pg_atomic_write_u32(&correlation_shared->writer_pid, 0);
 }
 
 /* ---------------------------------------------------------------------
@@ -207,7 +207,7 @@ uuid_datum(const pg_uuid_t *u)
 
 typedef struct Batch
 {
-	CorrEvent **evs;
+	CorrelationEvent **evs;
 	int		   *kinds;
 	int			n;
 } Batch;
@@ -244,7 +244,7 @@ typedef struct EndSlot
 /* The ends of a batch, one per id; merged[i]: stored with its begin. */
 typedef struct Ends
 {
-	CorrEvent **evs;
+	CorrelationEvent **evs;
 	bool	   *merged;
 	int			n;
 	HTAB	   *byid;
@@ -260,7 +260,7 @@ choose_ends(Batch *b, Ends *ends)
 {
 	HASHCTL		ctl;
 
-	ends->evs = palloc(sizeof(CorrEvent *) * Max(b->n, 1));
+	ends->evs = palloc(sizeof(CorrelationEvent *) * Max(b->n, 1));
 	ends->merged = palloc0(sizeof(bool) * Max(b->n, 1));
 	ends->n = 0;
 	memset(&ctl, 0, sizeof(ctl));
@@ -271,11 +271,11 @@ choose_ends(Batch *b, Ends *ends)
 							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	for (int i = 0; i < b->n; i++)
 	{
-		CorrEvent  *e = b->evs[i];
+		CorrelationEvent *e = b->evs[i];
 		EndSlot    *slot;
 		bool		found;
 
-		if (b->kinds[i] != CORR_REC_END)
+		if (b->kinds[i] != CORRELATION_REC_END)
 			continue;
 		slot = hash_search(ends->byid, &e->id, HASH_ENTER, &found);
 		if (!found)
@@ -283,8 +283,8 @@ choose_ends(Batch *b, Ends *ends)
 			slot->index = ends->n;
 			ends->evs[ends->n++] = e;
 		}
-		else if ((ends->evs[slot->index]->flags & CORR_F_AUTO) &&
-				 !(e->flags & CORR_F_AUTO))
+		else if ((ends->evs[slot->index]->flags & CORRELATION_F_AUTO) &&
+				 !(e->flags & CORRELATION_F_AUTO))
 			ends->evs[slot->index] = e;
 	}
 }
@@ -310,11 +310,11 @@ apply_begins(Batch *b, Ends *ends)
 		col_init(&c[i], elem[i], b->n);
 	for (int i = 0; i < b->n; i++)
 	{
-		CorrEvent  *e = b->evs[i];
-		CorrEvent  *end = NULL;
+		CorrelationEvent *e = b->evs[i];
+		CorrelationEvent *end = NULL;
 		EndSlot    *slot;
 
-		if (b->kinds[i] != CORR_REC_BEGIN)
+		if (b->kinds[i] != CORRELATION_REC_BEGIN)
 			continue;
 		slot = hash_search(ends->byid, &e->id, HASH_FIND, NULL);
 		if (slot && !ends->merged[slot->index] &&
@@ -324,8 +324,8 @@ apply_begins(Batch *b, Ends *ends)
 			ends->merged[slot->index] = true;
 		}
 		col_add(&c[0], uuid_datum(&e->id), false);
-		col_add(&c[1], (e->flags & CORR_F_PARENT) ? uuid_datum(&e->parent) : 0,
-				!(e->flags & CORR_F_PARENT));
+		col_add(&c[1], (e->flags & CORRELATION_F_PARENT) ? uuid_datum(&e->parent) : 0,
+				!(e->flags & CORRELATION_F_PARENT));
 		col_text(&c[2], EV_OP(e), e->op_len);
 		col_add(&c[3], TimestampTzGetDatum(e->ts), false);
 		if (e->attr_len > 0)
@@ -343,7 +343,7 @@ apply_begins(Batch *b, Ends *ends)
 			else
 				col_add(&c[9], PointerGetDatum(cstring_to_text("ok")), false);
 			col_text(&c[10], EV_ERROR(end), end->err_len);
-			col_add(&c[11], BoolGetDatum((end->flags & CORR_F_AUTO) != 0), false);
+			col_add(&c[11], BoolGetDatum((end->flags & CORRELATION_F_AUTO) != 0), false);
 			col_add(&c[12], Int32GetDatum(end->pid), false);
 			col_add(&c[13], Int64GetDatum((int64) end->seq), false);
 		}
@@ -374,14 +374,14 @@ apply_ends(Ends *ends)
 		col_init(&c[i], elem[i], ends->n);
 	for (int i = 0; i < ends->n; i++)
 	{
-		CorrEvent  *e = ends->evs[i];
-		bool		info = (e->flags & CORR_F_BEGIN_INFO) != 0;
+		CorrelationEvent *e = ends->evs[i];
+		bool		info = (e->flags & CORRELATION_F_BEGIN_INFO) != 0;
 
 		if (ends->merged[i])
 			continue;
 		col_add(&c[0], uuid_datum(&e->id), false);
-		col_add(&c[1], (info && (e->flags & CORR_F_PARENT)) ? uuid_datum(&e->parent) : 0,
-				!(info && (e->flags & CORR_F_PARENT)));
+		col_add(&c[1], (info && (e->flags & CORRELATION_F_PARENT)) ? uuid_datum(&e->parent) : 0,
+				!(info && (e->flags & CORRELATION_F_PARENT)));
 		col_text(&c[2], EV_OP(e), info ? e->op_len : 0);
 		col_add(&c[3], TimestampTzGetDatum(e->started_at), !info);
 		col_add(&c[4], Int32GetDatum(e->pid), !info);
@@ -392,7 +392,7 @@ apply_ends(Ends *ends)
 		else
 			col_add(&c[7], PointerGetDatum(cstring_to_text("ok")), false);
 		col_text(&c[8], EV_ERROR(e), e->err_len);
-		col_add(&c[9], BoolGetDatum((e->flags & CORR_F_AUTO) != 0), false);
+		col_add(&c[9], BoolGetDatum((e->flags & CORRELATION_F_AUTO) != 0), false);
 		col_add(&c[10], Int32GetDatum(e->pid), false);
 		col_add(&c[11], Int64GetDatum((int64) e->seq), false);
 	}
@@ -417,9 +417,9 @@ apply_batch(void *arg)
 
 /* Can the event be stored at all?  Checks lengths and encodings. */
 static bool
-event_valid(CorrEvent *e, uint32 reclen, const char **why)
+event_valid(CorrelationEvent *e, uint32 reclen, const char **why)
 {
-	uint64		need = sizeof(CorrRecHeader) + offsetof(CorrEvent, data) +
+	uint64		need = sizeof(CorrelationRecHeader) + offsetof(CorrelationEvent, data) +
 	(uint64) e->op_len + e->user_len + e->attr_len + e->status_len + e->err_len;
 
 	if (need > reclen)
@@ -447,7 +447,7 @@ uuid_string(const pg_uuid_t *u)
 
 /* Say that an event was discarded, and why. */
 static void
-discard_warning(CorrEvent *e, const char *why)
+discard_warning(CorrelationEvent *e, const char *why)
 {
 	ereport(WARNING,
 			(errcode(ERRCODE_DATA_EXCEPTION),
@@ -460,7 +460,7 @@ discard_warning(CorrEvent *e, const char *why)
 static void
 release(uint64 upto, uint64 last_seq, uint64 nwritten, uint64 ndiscarded)
 {
-	CorrelationShared *cs = corr_shared;
+	CorrelationShared *cs = correlation_shared;
 	uint64		pos = pg_atomic_read_u64(&cs->tail);
 
 	while (pos < upto)
@@ -540,7 +540,7 @@ store_batch(void *arg)
 static int
 write_batch(bool *full_batch)
 {
-	CorrelationShared *cs = corr_shared;
+	CorrelationShared *cs = correlation_shared;
 	uint64		tail = pg_atomic_read_u64(&cs->tail);
 	uint64		pos = tail;
 	uint64		last_seq = 0;
@@ -548,7 +548,7 @@ write_batch(bool *full_batch)
 	uint64		ndiscarded = 0;
 	int			nrec = 0;
 	Batch		b;
-	CorrEvent **bad;
+	CorrelationEvent **bad;
 	const char **bad_why;
 	int			nbad = 0;
 	MemoryContext oldcxt;
@@ -560,23 +560,23 @@ write_batch(bool *full_batch)
 
 	MemoryContextReset(batch_cxt);
 	oldcxt = MemoryContextSwitchTo(batch_cxt);
-	b.evs = palloc(sizeof(CorrEvent *) * corr_batch_events);
-	b.kinds = palloc(sizeof(int) * corr_batch_events);
+	b.evs = palloc(sizeof(CorrelationEvent *) * correlation_batch_events);
+	b.kinds = palloc(sizeof(int) * correlation_batch_events);
 	b.n = 0;
-	bad = palloc(sizeof(CorrEvent *) * corr_batch_events);
-	bad_why = palloc(sizeof(char *) * corr_batch_events);
+	bad = palloc(sizeof(CorrelationEvent *) * correlation_batch_events);
+	bad_why = palloc(sizeof(char *) * correlation_batch_events);
 
-	while (b.n + nbad < corr_batch_events)
+	while (b.n + nbad < correlation_batch_events)
 	{
 		uint64		off = pos % cs->size;
-		CorrRecHeader *hdr = (CorrRecHeader *) (cs->ring + off);
+		CorrelationRecHeader *hdr = (CorrelationRecHeader *) (cs->ring + off);
 		uint32		len;
 
 		if (pg_atomic_read_u32(&hdr->ready) == 0)
 			break;
 		pg_read_barrier();
 		len = hdr->len;
-		if (len < sizeof(CorrRecHeader) || len % 16 != 0 || off + len > cs->size)
+		if (len < sizeof(CorrelationRecHeader) || len % 16 != 0 || off + len > cs->size)
 		{
 			/* a bug, not bad input: stop consuming rather than guess */
 			static bool reported = false;
@@ -591,15 +591,15 @@ write_batch(bool *full_batch)
 		}
 		pos += len;
 		nrec++;
-		if (hdr->kind == CORR_REC_PAD)
+		if (hdr->kind == CORRELATION_REC_PAD)
 			continue;
 		else
 		{
-			CorrEvent  *e = (CorrEvent *) (hdr + 1);
+			CorrelationEvent *e = (CorrelationEvent *) (hdr + 1);
 			const char *why = "unknown record kind";
 
 			last_seq = Max(last_seq, e->seq);
-			if ((hdr->kind == CORR_REC_BEGIN || hdr->kind == CORR_REC_END) &&
+			if ((hdr->kind == CORRELATION_REC_BEGIN || hdr->kind == CORRELATION_REC_END) &&
 				event_valid(e, len, &why))
 			{
 				b.evs[b.n] = e;
@@ -614,7 +614,7 @@ write_batch(bool *full_batch)
 			}
 		}
 	}
-	*full_batch = (b.n + nbad >= corr_batch_events);
+	*full_batch = (b.n + nbad >= correlation_batch_events);
 
 	if (nrec == 0)
 	{
@@ -681,7 +681,7 @@ static void
 close_previous_epoch(void *arg)
 {
 	Oid			type = TIMESTAMPTZOID;
-	Datum		value = TimestampTzGetDatum(corr_shared->epoch);
+	Datum		value = TimestampTzGetDatum(correlation_shared->epoch);
 
 	run_sql("UPDATE trading.operations SET ended_at = $1, status = 'abandoned', "
 			"auto_ended = true, error = 'the server restarted while the operation was open' "
@@ -703,7 +703,7 @@ static void
 close_orphans(void *arg)
 {
 	Oid			type = TIMESTAMPTZOID;
-	Datum		value = TimestampTzGetDatum(corr_shared->epoch);
+	Datum		value = TimestampTzGetDatum(correlation_shared->epoch);
 
 	run_sql("UPDATE trading.operations SET ended_at = pg_catalog.now(), status = 'abandoned', "
 			"auto_ended = true, error = 'the backend exited while the operation was open' "
@@ -725,7 +725,7 @@ static void
 apply_retention(void *arg)
 {
 	Oid			types[2] = {INT4OID, INT4OID};
-	Datum		values[2] = {Int32GetDatum(corr_retention_s),
+	Datum		values[2] = {Int32GetDatum(correlation_retention_s),
 	Int32GetDatum(RETENTION_DELETE_LIMIT)};
 
 	run_sql("DELETE FROM trading.operations WHERE id OPERATOR(pg_catalog.=) ANY ("
@@ -762,7 +762,7 @@ maintenance(void)
 
 	(void) maintenance_step(close_orphans, "closing orphaned operations");
 	/* with history archiving on, old operations move to archives instead */
-	if (corr_retention_s <= 0 || history_retention_s > 0)
+	if (correlation_retention_s <= 0 || history_retention_s > 0)
 		return;
 	do
 	{
@@ -789,13 +789,13 @@ correlation_writer_main(Datum main_arg)
 	long		nap_ms = 0;
 
 	trading_bgw_on_exit(writer_exit);
-	trading_bgw_connect(&corr_shared->database_seen, "trading correlation writer");
+	trading_bgw_connect(&correlation_shared->database_seen, "trading correlation writer");
 
 	batch_cxt = AllocSetContextCreate(TopMemoryContext,
 									  "correlation writer batch",
 									  ALLOCSET_DEFAULT_SIZES);
-	pg_atomic_write_u32(&corr_shared->writer_pid, (uint32) MyProcPid);
-	pg_atomic_write_u32(&corr_shared->writer_procno, (uint32) MyProc->pgprocno);
+	pg_atomic_write_u32(&correlation_shared->writer_pid, (uint32) MyProcPid);
+	pg_atomic_write_u32(&correlation_shared->writer_procno, (uint32) MyProc->pgprocno);
 
 	for (;;)
 	{
@@ -863,7 +863,7 @@ correlation_writer_main(Datum main_arg)
 		if (n == 0)
 		{
 			history_maybe_run();
-			nap_ms = corr_writer_delay_ms;
+			nap_ms = correlation_writer_delay_ms;
 		}
 	}
 }
