@@ -8,15 +8,11 @@
  *	  and scheduler; HTTP is in broker_http.c, transactions in
  *	  broker_apply.c, SQL functions in broker_sql.c.
  *
- * Lifecycle: the postmaster starts the worker once recovery has finished
- * (so never on a standby; after a promotion, yes), and restarts it 5 s
- * after it exits with an error or crashes.  It connects to
- * trading.database; if that database does not exist, the connection fails
- * once, and the restarted worker then waits without a database connection,
- * quietly, until the database appears (database_seen in shared memory).
- * It then waits, with one log line, until the extension exists.  SIGHUP
- * re-reads the settings and the poll intervals; SIGTERM stops it within
- * one poll step (at most 50 ms) even while requests are in flight.
+ * Lifecycle, settings, errors and backoff as users see them: docs/WORKER.md.
+ * The lifecycle runs on the kit (bgw_common.h): broker_worker_main()
+ * connects, waits for the extension, then loops once per wake-up: reload
+ * what changed, start the requests that are due and allowed, then wait on
+ * the requests in flight (broker_http_poll) or nap.
  *
  * Scheduling: each endpoint has a due time and a not-before time (rate
  * limiter refusal or error backoff).  A due endpoint with no request in

@@ -17,18 +17,12 @@
  * ("abandoned"/"aborted") never replaces an existing end; a user's end
  * replaces an automatic one.
  *
- * Errors: a batch runs in a subtransaction.  If it fails with a data error
- * (classes 21, 22, 23), each event is retried in its own subtransaction and
- * the ones that still fail are discarded with a WARNING and counted in
- * correlation_stats.discarded_total.  Any other error (table missing, out
- * of disk, ...) keeps the events queued and the writer retries after a
- * pause, so the worker never crash-loops on a bad event.
- *
- * The worker connects to trading.database, waits (logging once) while the
- * server is in recovery or the extension is not installed, and after a
- * crash-restart first closes, as "abandoned", the operations that were
- * open when shared memory was reset.  Locking of the queue: see
- * correlation.c.
+ * Errors: a batch is one unit of work (trading_bgw_run_xact) whose events
+ * are stored in one subtransaction; after a data error each event gets a
+ * subtransaction of its own and those that still fail are discarded (the
+ * behaviour users see is in docs/CORRELATION.md).  Any other error rolls
+ * the unit back, the events stay queued, and the main loop naps and
+ * retries.  Locking of the queue: see correlation.c.
  *
  *-------------------------------------------------------------------------
  */
