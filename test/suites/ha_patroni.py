@@ -207,6 +207,12 @@ def checks(layout, broker):
         note('the installed extension has no trading.place_order: order and budget checks skipped')
 
     # ---- 1. the layout -------------------------------------------------
+    status = layout.run('status').stdout
+    first_leader = layout.leader()
+    layout.run('up')
+    ok(layout.run('status').stdout.splitlines()[:5] == status.splitlines()[:5]
+       and layout.leader() == first_leader,
+       'a second ha.sh up is harmless: same processes, same leader', status)
     leader = layout.leader()
     replicas = [i for i in (1, 2, 3) if i != leader]
     ok(leader is not None, 'there is a leader (node%s)' % leader)
