@@ -192,6 +192,7 @@ typedef struct TickerEntry
 	uint8		mode;			/* wanted */
 	bool		store;			/* store ticks (watchlist.store_ticks) */
 	bool		seen;			/* in the last load */
+	bool		quoted;			/* its trading.quotes row exists */
 	int8		conn;			/* assigned connection, -1 = none */
 	int8		sent_mode;		/* mode the connection has, -1 = not subscribed */
 } TickerEntry;

@@ -130,6 +130,7 @@ load_body(void *arg)
 		{
 			e->conn = -1;
 			e->sent_mode = -1;
+			e->quoted = false;
 		}
 		else if (e->seen)
 			continue;			/* two watchlist rows for one token */
@@ -416,19 +417,32 @@ append_elem_text(StringInfo s, const char *v)
 }
 
 #define NQCOLS 17
+#define QUOTE_FROM \
+"FROM unnest($1::text[], $2::bigint[], $3::text[], $4::numeric[], $5::bigint[]," \
+"  $6::numeric[], $7::bigint[], $8::bigint[], $9::bigint[], $10::numeric[]," \
+"  $11::numeric[], $12::numeric[], $13::numeric[], $14::bigint[]," \
+"  $15::timestamptz[], $16::timestamptz[], $17::timestamptz[])" \
+"  AS u(i, t, m, lp, lq, ap, v, bq, sq, o, h, l, c, oi, ltt, et, ra) "
+
+/* instruments whose quote row exists: a plain UPDATE (no tuple lock) */
+static const char *const quote_update_sql =
+"UPDATE trading.quotes q SET instrument_token = u.t, mode = u.m, last_price = u.lp,"
+"  last_quantity = u.lq, average_price = u.ap, volume = u.v, buy_quantity = u.bq,"
+"  sell_quantity = u.sq, open = u.o, high = u.h, low = u.l, close = u.c,"
+"  net_change = u.lp - u.c, oi = u.oi, lower_circuit_limit = NULL,"
+"  upper_circuit_limit = NULL, last_trade_time = u.ltt, quote_timestamp = u.et,"
+"  raw = '{\"source\": \"ticker\"}'::jsonb, updated_at = u.ra "
+QUOTE_FROM
+"WHERE q.instrument = u.i";
+
+/* the others (first quote, or a row removed meanwhile): an upsert */
 static const char *const quote_sql =
 "INSERT INTO trading.quotes AS q (instrument, instrument_token, mode, last_price,"
 "  last_quantity, average_price, volume, buy_quantity, sell_quantity, open, high,"
 "  low, close, net_change, oi, last_trade_time, quote_timestamp, raw, updated_at) "
 "SELECT u.i, u.t, u.m, u.lp, u.lq, u.ap, u.v, u.bq, u.sq, u.o, u.h, u.l, u.c,"
-"  u.lp - u.c, u.oi, u.ltt, u.et,"
-"  '{\"source\": \"ticker\"}'::jsonb,"
-"  u.ra "
-"FROM unnest($1::text[], $2::bigint[], $3::text[], $4::numeric[], $5::bigint[],"
-"  $6::numeric[], $7::bigint[], $8::bigint[], $9::bigint[], $10::numeric[],"
-"  $11::numeric[], $12::numeric[], $13::numeric[], $14::bigint[],"
-"  $15::timestamptz[], $16::timestamptz[], $17::timestamptz[])"
-"  AS u(i, t, m, lp, lq, ap, v, bq, sq, o, h, l, c, oi, ltt, et, ra) "
+"  u.lp - u.c, u.oi, u.ltt, u.et, '{\"source\": \"ticker\"}'::jsonb, u.ra "
+QUOTE_FROM
 "WHERE EXISTS (SELECT 1 FROM trading.watchlist w WHERE w.instrument = u.i) "
 "ON CONFLICT (instrument) DO UPDATE SET instrument_token = EXCLUDED.instrument_token,"
 "  mode = EXCLUDED.mode, last_price = EXCLUDED.last_price,"
@@ -442,6 +456,36 @@ static const char *const quote_sql =
 "  updated_at = EXCLUDED.updated_at";
 
 static SPIPlanPtr quote_plan = NULL;
+static SPIPlanPtr quote_update_plan = NULL;
+
+/* run one of the quote statements over the array literals in cols */
+static uint64
+run_quotes(const char *sql, SPIPlanPtr *plan, StringInfo cols, int expect)
+{
+	Oid			argtypes[NQCOLS];
+	Datum		values[NQCOLS];
+	int			rc;
+
+	for (int i = 0; i < NQCOLS; i++)
+	{
+		argtypes[i] = TEXTOID;
+		values[i] = CStringGetTextDatum(cols[i].data);
+	}
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, NQCOLS, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "could not prepare the ticker's quote statement: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	rc = SPI_execute_plan(*plan, values, NULL, false, 0);
+	if (rc != expect)
+		elog(ERROR, "the ticker's quote statement failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
 
 /* add one quote's values to the array literals */
 static void
@@ -529,8 +573,10 @@ flush_body(void *arg)
 	FlushArgs  *a = (FlushArgs *) arg;
 	HASHCTL		ctl;
 	HTAB	   *latest;
-	StringInfoData cols[NQCOLS];
-	int			nq = 0;
+	StringInfoData cols[NQCOLS];	/* known quote rows */
+	StringInfoData newcols[NQCOLS];	/* first quotes */
+	int			nq = 0,
+				nnew = 0;
 
 	safe_path();
 
@@ -578,6 +624,8 @@ flush_body(void *arg)
 	{
 		initStringInfo(&cols[i]);
 		appendStringInfoChar(&cols[i], '{');
+		initStringInfo(&newcols[i]);
+		appendStringInfoChar(&newcols[i], '{');
 	}
 	for (int i = nticks - 1; i >= 0; i--)
 	{
@@ -590,34 +638,43 @@ flush_body(void *arg)
 		(void) hash_search(latest, &t->token, HASH_ENTER, &found);
 		if (found)
 			continue;
-		append_quote(cols, e, t, nq == 0);
-		nq++;
+		if (e->quoted)
+			append_quote(cols, e, t, nq++ == 0);
+		else
+			append_quote(newcols, e, t, nnew++ == 0);
 	}
-	if (nq > 0)
+	for (int i = 0; i < NQCOLS; i++)
 	{
-		Oid			argtypes[NQCOLS];
-		Datum		values[NQCOLS];
+		appendStringInfoChar(&cols[i], '}');
+		appendStringInfoChar(&newcols[i], '}');
+	}
+	if (nq > 0 || nnew > 0)
+	{
 		int64		t0 = trading_monotonic_us();
+		HASH_SEQ_STATUS seq;
+		uint32	   *tok;
 
-		for (int i = 0; i < NQCOLS; i++)
+		if (nq > 0)
 		{
-			appendStringInfoChar(&cols[i], '}');
-			argtypes[i] = TEXTOID;
-			values[i] = CStringGetTextDatum(cols[i].data);
-		}
-		if (quote_plan == NULL)
-		{
-			SPIPlanPtr	p = SPI_prepare(quote_sql, NQCOLS, argtypes);
+			uint64		n = run_quotes(quote_update_sql, &quote_update_plan, cols,
+									   SPI_OK_UPDATE);
 
-			if (p == NULL)
-				elog(ERROR, "could not prepare the ticker's quote upsert: %s",
-					 SPI_result_code_string(SPI_result));
-			SPI_keepplan(p);
-			quote_plan = p;
+			a->quotes += n;
+			/* a row went away meanwhile (DELETE, the poller): upsert them all */
+			if (n < (uint64) nq)
+				(void) run_quotes(quote_sql, &quote_plan, cols, SPI_OK_INSERT);
 		}
-		if (SPI_execute_plan(quote_plan, values, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not upsert the ticker's quotes");
-		a->quotes = SPI_processed;
+		if (nnew > 0)
+			a->quotes += run_quotes(quote_sql, &quote_plan, newcols, SPI_OK_INSERT);
+		/* (if the commit fails, a missing row is caught by the UPDATE's count) */
+		hash_seq_init(&seq, latest);
+		while ((tok = hash_seq_search(&seq)) != NULL)
+		{
+			TickerEntry *e = hash_search(a->entries, tok, HASH_FIND, NULL);
+
+			if (e)
+				e->quoted = true;
+		}
 		a->quotes_us = trading_monotonic_us() - t0;
 	}
 }
@@ -666,6 +723,11 @@ ticker_flush(HTAB *entries)
 		{
 			SPI_freeplan(quote_plan);
 			quote_plan = NULL;
+		}
+		if (quote_update_plan)
+		{
+			SPI_freeplan(quote_update_plan);
+			quote_update_plan = NULL;
 		}
 		return;
 	}
