@@ -460,6 +460,16 @@ get_num(struct req *r, const char *name, double *out)
 	return v && *v && parse_double(v, out);
 }
 
+/* Kite's tag: ASCII letters and digits only (never raw bytes echoed back) */
+static bool
+tag_alnum(const char *tag)
+{
+	for (const unsigned char *p = (const unsigned char *) tag; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z')))
+			return false;
+	return true;
+}
+
 void
 h_place(struct req *r, char **args, reply *rp)
 {
@@ -494,6 +504,8 @@ h_place(struct req *r, char **args, reply *rp)
 		bad = "Invalid `validity`.";
 	else if (tag && strlen(tag) > 20)
 		bad = "Tag length cannot be greater than 20.";
+	else if (tag && !tag_alnum(tag))
+		bad = "Tag should be alphanumeric.";
 	if (bad)
 	{
 		reply_error(rp, 400, "InputException", bad);

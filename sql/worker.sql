@@ -156,6 +156,112 @@ DELETE FROM trading.watchlist;
 SELECT * FROM trading._apply_response('quotes:ltp', '{"status": "success", "data": {}}');
 SELECT count(*) AS quotes FROM trading.quotes;
 
+-- ---- validation (1.1): every mapped field, checked for type and range ----
+TRUNCATE trading.orders, trading.trades, trading.positions, trading.holdings,
+    trading.margins, trading.quotes;
+INSERT INTO trading.watchlist (instrument, mode) VALUES ('NSE:INFY', 'full');
+-- a minimal valid element per table, and the endpoint that maps it
+CREATE TEMP TABLE minimal (tbl text, endpoint text, elem jsonb, wrap text);
+INSERT INTO minimal VALUES
+  ('orders', 'orders', '{"order_id": "1", "status": "OPEN"}', 'array'),
+  ('trades', 'trades', '{"order_id": "1", "trade_id": "2"}', 'array'),
+  ('positions', 'positions', '{"exchange": "NSE", "tradingsymbol": "X", "product": "MIS"}', 'positions'),
+  ('holdings', 'holdings', '{"exchange": "NSE", "tradingsymbol": "X"}', 'array'),
+  ('margins', 'margins', '{}', 'margins'),
+  ('quotes', 'quotes:full', '{}', 'quotes');
+CREATE TEMP TABLE wrong (name text, v jsonb);
+INSERT INTO wrong VALUES ('object', '{"x": 1}'), ('array', '["OPEN"]'),
+  ('string', '"12"'), ('number', '12.5'), ('huge', '1e30'), ('bool', 'true'),
+  ('empty', '""'), ('long', to_jsonb(repeat('x', 5000)));
+-- every (field, wrong value) pair whose value the field's kind refuses is
+-- rejected with exactly that field named, and nothing is written
+CREATE TEMP TABLE verdicts AS
+SELECT m.tbl, f->>'col' AS col, f->>'kind' AS kind, w.name AS wrong,
+       (SELECT r.name FROM trading._apply_response(m.endpoint,
+            jsonb_build_object('status', 'success', 'data',
+              CASE m.wrap WHEN 'array' THEN jsonb_build_array(jsonb_set(m.elem, (SELECT array_agg(p) FROM jsonb_array_elements_text(f->'path') p), w.v, true))
+                          WHEN 'positions' THEN jsonb_build_object('net', jsonb_build_array(jsonb_set(m.elem, (SELECT array_agg(p) FROM jsonb_array_elements_text(f->'path') p), w.v, true)), 'day', '[]'::jsonb)
+                          WHEN 'margins' THEN jsonb_build_object('equity', jsonb_set(jsonb_build_object('available', '{}'::jsonb, 'utilised', '{}'::jsonb), (SELECT array_agg(p) FROM jsonb_array_elements_text(f->'path') p), w.v, true))
+                          ELSE jsonb_build_object('NSE:INFY', jsonb_set(jsonb_build_object('ohlc', '{}'::jsonb), (SELECT array_agg(p) FROM jsonb_array_elements_text(f->'path') p), w.v, true)) END)::text) r
+         WHERE r.kind = 'rejected') AS rejected_as
+  FROM minimal m, jsonb_array_elements(trading._broker_fields(m.tbl)) f, wrong w;
+-- refused: a named field for each kind and wrong value it must not accept
+SELECT kind, wrong, count(*) AS fields, bool_and(rejected_as = tbl || '.' || (SELECT string_agg(p, '.') FROM jsonb_array_elements_text(trading._broker_fields(tbl) -> 0 -> 'path') p) OR rejected_as LIKE tbl || '.%') AS named
+  FROM verdicts WHERE rejected_as IS NOT NULL GROUP BY kind, wrong ORDER BY kind, wrong;
+-- accepted: only values of the field's own kind
+SELECT kind, string_agg(DISTINCT wrong, ',' ORDER BY wrong) AS accepted
+  FROM verdicts WHERE rejected_as IS NULL GROUP BY kind ORDER BY kind;
+-- each rejection names the field that was wrong
+SELECT count(*) AS misnamed FROM verdicts v
+ WHERE v.rejected_as IS NOT NULL
+   AND v.rejected_as <> v.tbl || '.' || (SELECT string_agg(p, '.')
+        FROM jsonb_array_elements(trading._broker_fields(v.tbl)) f, jsonb_array_elements_text(f->'path') p
+        WHERE f->>'col' = v.col);
+SELECT (SELECT count(*) FROM trading.orders) + (SELECT count(*) FROM trading.trades)
+     + (SELECT count(*) FROM trading.positions) + (SELECT count(*) FROM trading.holdings)
+     + (SELECT count(*) FROM trading.quotes) AS rows_from_valid_minimal_elements;
+TRUNCATE trading.orders, trading.trades, trading.positions, trading.holdings,
+    trading.margins, trading.quotes;
+-- ranges: bigint bounds, integral, numeric scale, real calendar dates
+SELECT v, (SELECT r.name FROM trading._apply_response('orders',
+            format('{"status": "success", "data": [{"order_id": "9", "status": "OPEN", %s}]}', v)) r) AS rejected
+  FROM (VALUES ('"quantity": 9223372036854775807'), ('"quantity": 9223372036854775808'),
+               ('"quantity": -9223372036854775809'), ('"quantity": 1.5'), ('"quantity": 2.0'),
+               ('"price": 999999999999999999'), ('"price": 1e18'), ('"price": 0.000000000000000000001'),
+               ('"order_timestamp": "2024-02-29 09:15:00"'), ('"order_timestamp": "2023-02-29 09:15:00"'),
+               ('"order_timestamp": "2024-04-31 09:15:00"'), ('"order_timestamp": "2024-01-01 24:00:00"'),
+               ('"order_timestamp": "2024-01-01 09:15:00\n"'), ('"tags": ["a", 1]'),
+               ('"order_id": ""'), ('"status": null')) t(v);
+SELECT order_id, quantity FROM trading.orders ORDER BY 1;
+TRUNCATE trading.orders;
+-- one bad element does not stop the others; duplicate keys: the last wins
+SELECT * FROM trading._apply_response('orders', $${"status": "success", "data": [
+  {"order_id": "1", "status": "OPEN"},
+  {"order_id": "2", "status": "OPEN", "instrument_token": "not a number"},
+  {"order_id": "3", "status": "OPEN", "quantity": 1},
+  {"order_id": "3", "status": "OPEN", "quantity": 2}]}$$);
+SELECT order_id, quantity FROM trading.orders ORDER BY 1;
+-- a duplicated JSON key keeps the last value, in the column and in raw alike
+SELECT * FROM trading._apply_response('orders', '{"status": "success", "data": [{"order_id": "4", "status": "OPEN", "quantity": 1, "quantity": 5}]}');
+SELECT quantity, raw->'quantity' AS raw_quantity FROM trading.orders WHERE order_id = '4';
+-- replace endpoints: a rejected element suspends deletions for that response
+SELECT * FROM trading._apply_response('holdings', $${"status": "success", "data": [
+  {"exchange": "NSE", "tradingsymbol": "A", "quantity": 1},
+  {"exchange": "NSE", "tradingsymbol": "B", "quantity": 1}]}$$);
+SELECT * FROM trading._apply_response('holdings', $${"status": "success", "data": [
+  {"exchange": "NSE", "tradingsymbol": "A", "quantity": 2},
+  {"exchange": "NSE", "tradingsymbol": ["B"], "quantity": 1}]}$$);
+SELECT tradingsymbol, quantity FROM trading.holdings ORDER BY 1;
+SELECT * FROM trading._apply_response('holdings', $${"status": "success", "data": [
+  {"exchange": "NSE", "tradingsymbol": "A", "quantity": 2}]}$$);
+SELECT tradingsymbol, quantity FROM trading.holdings ORDER BY 1;
+-- only a 2xx success envelope is applied: an empty list from a failing
+-- proxy does not wipe the table
+SELECT * FROM trading._apply_response('holdings', '{"status": "success", "data": []}', 503);
+SELECT * FROM trading._apply_response('holdings', '{"status": "success", "data": []}', 302);
+SELECT count(*) AS holdings_kept FROM trading.holdings;
+-- the broker's error_type and message: a word, and no control characters
+SELECT * FROM trading._apply_response('orders', E'{"status": "error", "error_type": "Token\\nException", "message": "line1\\nFAKE LOG LINE\\r\\u001b[31m"}', 403);
+SELECT length(detail) AS cut_to FROM trading._apply_response('orders', format('{"status": "error", "message": "%s"}', repeat('m', 5000)), 400);
+-- the order entry point takes one order object too (streamed updates)
+SELECT * FROM trading._apply_orders('{"order_id": "5", "status": "COMPLETE", "transaction_type": "SELL"}');
+SELECT * FROM trading._apply_orders('"5"');
+SELECT order_id, status FROM trading.orders WHERE order_id = '5';
+-- the endpoint lists agree: the worker's (C), poll_intervals, the mapping
+SELECT s.endpoint AS worker, p.endpoint AS poll_intervals
+  FROM trading._worker_status() s FULL JOIN trading.poll_intervals p USING (endpoint)
+ WHERE s.endpoint IS NULL OR p.endpoint IS NULL;
+SELECT e, (SELECT count(*) FROM trading._apply_response(e, '{"status": "error"}')) AS mapped
+  FROM (SELECT CASE endpoint WHEN 'quotes' THEN 'quotes:' || m ELSE endpoint END AS e
+          FROM trading.poll_intervals LEFT JOIN unnest('{ltp,ohlc,full}'::text[]) m ON endpoint = 'quotes') x
+ ORDER BY e;
+-- the watchlist: instruments bounded and printable
+INSERT INTO trading.watchlist (instrument) VALUES ('NSE:' || repeat('A', 61));
+INSERT INTO trading.watchlist (instrument) VALUES (E'NSE:AB\u00e9');
+INSERT INTO trading.watchlist (instrument) VALUES ('NSE:' || repeat('A', 47));
+SELECT instrument, refused_at, refused_reason FROM trading.watchlist ORDER BY 1;
+DELETE FROM trading.watchlist;
+
 -- clean up what the mapping tests wrote
 TRUNCATE trading.orders, trading.trades, trading.positions, trading.holdings,
     trading.margins, trading.quotes;

@@ -32,7 +32,9 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -114,12 +116,17 @@ load_config_body(void *arg)
 	/*
 	 * watchlist: batches per mode, within the per-call and URL limits.
 	 * While the ticker streams, the instruments it streams are not polled
-	 * (ticker.c); its 'quote' mode is polled as full.
+	 * (ticker.c); its 'quote' mode is polled as full.  Instruments the
+	 * broker refused (1.1: refused_at) are skipped.
 	 */
 	if (SPI_execute(ticker_streaming() ?
 					"SELECT w.instrument, CASE w.mode WHEN 'quote' THEN 'full' ELSE w.mode END AS m "
-					"FROM trading.watchlist w WHERE NOT EXISTS (SELECT 1 FROM trading.ticker_watchlist t "
+					"FROM trading.watchlist w WHERE w.refused_at IS NULL AND NOT EXISTS "
+					"(SELECT 1 FROM trading.ticker_watchlist t "
 					"WHERE t.instrument OPERATOR(pg_catalog.=) w.instrument) ORDER BY m, w.instrument" :
+					broker_apply_ext_version >= 110 ?
+					"SELECT instrument, CASE mode WHEN 'quote' THEN 'full' ELSE mode END AS m "
+					"FROM trading.watchlist WHERE refused_at IS NULL ORDER BY m, instrument" :
 					"SELECT instrument, CASE mode WHEN 'quote' THEN 'full' ELSE mode END AS m "
 					"FROM trading.watchlist ORDER BY m, instrument",
 					true, 0) != SPI_OK_SELECT)
@@ -159,7 +166,8 @@ broker_load_config(BrokerConfig *cfg, MemoryContext cxt)
 	ErrorData  *e;
 
 	memset(cfg, 0, sizeof(*cfg));
-	if (trading_bgw_extension_version() == 0)
+	broker_apply_ext_version = trading_bgw_extension_version();
+	if (broker_apply_ext_version == 0)
 		return;
 	e = trading_bgw_run_xact("trading broker worker: loading configuration",
 				 load_config_body, &a);
@@ -272,150 +280,282 @@ broker_mark_session_expired(void)
 
 /* ---------------------------------------------------------------------
  * Applying a response
+ *
+ * The SQL returns rows (kind, name, detail), see 61_broker_response.sql:
+ * broker_error, not_applied, final_order, rejected.  A 1.0 install (the
+ * new library before ALTER EXTENSION UPDATE) has the 1.0 function, whose
+ * result is turned into the same rows by the query.
  * ---------------------------------------------------------------------
  */
+int			broker_apply_ext_version = 0;
+
+typedef struct FinalOrder
+{
+	char	   *side;
+	char	   *status;
+} FinalOrder;
+
 typedef struct ApplyArgs
 {
-	const char *endpoint;
-	BrokerResponse *resp;
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[3];
+	Datum		values[3];
+	bool		legacy;			/* a 1.0 install: roll back a non-2xx success */
+	const char *json;			/* if set: parsed into values[0] (jsonb) */
+	Size		json_len;
+	long		http_status;
 	BrokerApplyResult *result;
 	MemoryContext cxt;			/* the caller's */
-	char	   *finals;			/* "BUY|COMPLETE,SELL|REJECTED" or NULL */
+	FinalOrder *finals;			/* in cxt */
+	int			nfinals;
 } ApplyArgs;
 
-/* count the orders that reached a final status, once committed */
-static void
-count_final_orders(char *list)
+void
+broker_clean_message(char *dst, Size dstlen, const char *src)
 {
-	char	   *save = NULL;
+	int			len = (int) strlen(src);
 
-	for (char *item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save))
-	{
-		char	   *bar = strchr(item, '|');
-
-		if (bar == NULL)
-			continue;
-		*bar = '\0';
-		metrics_count_trade(item, bar + 1);
-	}
+	if (dstlen == 0)
+		return;
+	if ((Size) len >= dstlen)
+		len = pg_mbcliplen(src, len, (int) dstlen - 1);
+	memmove(dst, src, len);		/* dst may be src */
+	dst[len] = '\0';
+	for (char *p = dst; *p; p++)
+		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+			*p = ' ';
 }
+
+static const char LEGACY_APPLY_SQL[] =
+"SELECT x.kind, x.name, x.detail FROM trading._apply_response($1, $2) r, "
+"LATERAL (SELECT 'broker_error', r.error_type, r.message WHERE r.error_type IS NOT NULL "
+"UNION ALL SELECT 'final_order', pg_catalog.split_part(f, '|', 1), "
+"pg_catalog.split_part(f, '|', 2) FROM pg_catalog.unnest(r.final_orders) f) "
+"x(kind, name, detail)";
 
 static void
 apply_body(void *arg)
 {
 	ApplyArgs  *a = (ApplyArgs *) arg;
-	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
-	char	   *etype;
-	char	   *msg;
-	char	   *finals;
+	BrokerApplyResult *res = a->result;
+	bool		broker_error = false;
 
-	values[0] = CStringGetTextDatum(a->endpoint);
-	values[1] = PointerGetDatum(cstring_to_text_with_len(a->resp->body, a->resp->len));
-	if (SPI_execute_with_args("SELECT error_type, message, array_to_string(final_orders, ',') "
-							  "FROM trading._apply_response($1, $2)",
-							  2, argtypes, values, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "trading._apply_response returned no row");
-	etype = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	msg = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	finals = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-	if (finals && finals[0])
-		a->finals = MemoryContextStrdup(a->cxt, finals);
-	if (etype != NULL)
+	/* the jsonb datum is made inside the transaction (parsing can fail) */
+	if (a->json)
+		a->values[0] = DirectFunctionCall1(jsonb_in,
+										   CStringGetDatum(pnstrdup(a->json, a->json_len)));
+	if (SPI_execute_with_args(a->sql, a->nargs, a->argtypes, a->values, NULL,
+							  false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "the broker response path returned no result");
+	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		a->result->error = strcmp(etype, "TokenException") == 0 ? BERR_TOKEN :
-			BERR_BROKER_ERROR;
-		snprintf(a->result->message, sizeof(a->result->message), "%s: %s",
-				 etype, msg ? msg : "");
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		char	   *kind = SPI_getvalue(tup, td, 1);
+		char	   *name = SPI_getvalue(tup, td, 2);
+		char	   *detail = SPI_getvalue(tup, td, 3);
+		char		clean[200];
+
+		if (kind == NULL)
+			continue;
+		broker_clean_message(clean, sizeof(clean), detail ? detail : "");
+		if (strcmp(kind, "broker_error") == 0)
+		{
+			broker_error = true;
+			res->error = (name && strcmp(name, "TokenException") == 0) ? BERR_TOKEN :
+				a->http_status >= 500 ? BERR_HTTP_5XX : BERR_BROKER_ERROR;
+			snprintf(res->message, sizeof(res->message), "%s: %s",
+					 name ? name : "", clean);
+			broker_clean_message(res->message, sizeof(res->message), res->message);
+		}
+		else if (strcmp(kind, "not_applied") == 0)
+		{
+			res->error = a->http_status >= 500 ? BERR_HTTP_5XX : BERR_HTTP_4XX;
+			strlcpy(res->message, clean, sizeof(res->message));
+		}
+		else if (strcmp(kind, "rejected") == 0)
+		{
+			res->rejected = detail ? atoi(detail) : 1;
+			broker_clean_message(res->field, sizeof(res->field), name ? name : "");
+		}
+		else if (strcmp(kind, "final_order") == 0 && name && detail)
+		{
+			MemoryContext old = MemoryContextSwitchTo(a->cxt);
+
+			if (a->finals == NULL)
+				a->finals = palloc(sizeof(FinalOrder) * SPI_processed);
+			a->finals[a->nfinals].side = pstrdup(name);
+			a->finals[a->nfinals].status = pstrdup(detail);
+			a->nfinals++;
+			MemoryContextSwitchTo(old);
+		}
 	}
+	/* 1.0's function applied a success envelope whatever the status */
+	if (a->legacy && !broker_error && (a->http_status < 200 || a->http_status > 299))
+		ereport(ERROR,
+				(errcode(ERRCODE_TRADING_WORKER_SCHEMA),
+				 errmsg("a success envelope with HTTP status %ld", a->http_status)));
+}
+
+/* run the SQL of a; classify a caught error; count finals after commit */
+static void
+run_apply(ApplyArgs *a)
+{
+	BrokerApplyResult *result = a->result;
+	ErrorData  *e;
+
+	a->cxt = CurrentMemoryContext;
+	a->finals = NULL;
+	a->nfinals = 0;
+	e = trading_bgw_run_xact("trading broker worker: applying a response",
+							 apply_body, a);
+	if (e)
+	{
+		int			cls = ERRCODE_TO_CATEGORY(e->sqlerrcode);
+
+		result->rejected = 0;
+		if (e->sqlerrcode == ERRCODE_TRADING_WORKER_SCHEMA)
+		{
+			result->error = a->legacy && e->column_name == NULL ?
+				(a->http_status >= 500 ? BERR_HTTP_5XX : BERR_HTTP_4XX) : BERR_SCHEMA;
+			broker_clean_message(result->field, sizeof(result->field),
+								 e->column_name ? e->column_name : "");
+		}
+		else if (e->sqlerrcode == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE ||
+				 e->sqlerrcode == ERRCODE_UNTRANSLATABLE_CHARACTER)
+			result->error = BERR_ENCODING;
+		else if (cls == ERRCODE_DATA_EXCEPTION ||
+				 cls == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+				 e->sqlerrcode == ERRCODE_TRADING_WORKER_MALFORMED ||
+				 e->sqlerrcode == ERRCODE_STATEMENT_TOO_COMPLEX)
+			result->error = BERR_MALFORMED;
+		else
+			result->error = BERR_APPLY;
+		broker_clean_message(result->message, sizeof(result->message), e->message);
+		FreeErrorData(e);
+		return;
+	}
+	for (int i = 0; i < a->nfinals; i++)
+		metrics_count_trade(a->finals[i].side, a->finals[i].status);
 }
 
 static void
-set_result(BrokerApplyResult *r, BrokerErrorType e, const char *fmt, long arg)
+result_init(BrokerApplyResult *result)
 {
-	r->error = e;
-	snprintf(r->message, sizeof(r->message), fmt, arg);
+	result->error = -1;
+	result->message[0] = '\0';
+	result->rejected = 0;
+	result->field[0] = '\0';
+}
+
+/* a body the database may see: no NUL byte, valid in the server encoding */
+static bool
+body_acceptable(const char *body, Size len, BrokerApplyResult *result)
+{
+	if (memchr(body, '\0', len) != NULL)
+	{
+		result->error = BERR_ENCODING;
+		strlcpy(result->message, "body has a NUL byte", sizeof(result->message));
+		return false;
+	}
+	if (!pg_verifymbstr(body, (int) len, true))
+	{
+		result->error = BERR_ENCODING;
+		snprintf(result->message, sizeof(result->message),
+				 "body is not valid %s", GetDatabaseEncodingName());
+		return false;
+	}
+	return true;
+}
+
+void
+broker_apply_body(const char *endpoint, const char *body, Size len,
+				  long http_status, BrokerApplyResult *result)
+{
+	ApplyArgs	a;
+
+	result_init(result);
+	if (!body_acceptable(body, len, result))
+		return;
+	memset(&a, 0, sizeof(a));
+	a.result = result;
+	a.http_status = http_status;
+	a.legacy = broker_apply_ext_version < 110;
+	a.sql = a.legacy ? LEGACY_APPLY_SQL :
+		"SELECT r.kind, r.name, r.detail FROM trading._apply_response($1, $2, $3) r";
+	a.nargs = a.legacy ? 2 : 3;
+	a.argtypes[0] = TEXTOID;
+	a.argtypes[1] = TEXTOID;
+	a.argtypes[2] = INT4OID;
+	a.values[0] = CStringGetTextDatum(endpoint);
+	a.values[1] = PointerGetDatum(cstring_to_text_with_len(body, (int) len));
+	a.values[2] = Int32GetDatum((int32) http_status);
+	run_apply(&a);
+	pfree(DatumGetPointer(a.values[1]));
+}
+
+void
+broker_apply_text(const char *sql, const char *text, Size len,
+				  BrokerApplyResult *result)
+{
+	ApplyArgs	a;
+
+	result_init(result);
+	if (!body_acceptable(text, len, result))
+		return;
+	memset(&a, 0, sizeof(a));
+	a.result = result;
+	a.http_status = 200;
+	a.sql = sql;
+	a.nargs = 1;
+	a.argtypes[0] = TEXTOID;
+	a.values[0] = PointerGetDatum(cstring_to_text_with_len(text, (int) len));
+	run_apply(&a);
+	pfree(DatumGetPointer(a.values[0]));
+}
+
+void
+broker_apply_orders_json(const char *json, Size len, BrokerApplyResult *result)
+{
+	ApplyArgs	a;
+
+	result_init(result);
+	if (!body_acceptable(json, len, result))
+		return;
+	memset(&a, 0, sizeof(a));
+	a.json = json;
+	a.json_len = len;
+	a.result = result;
+	a.http_status = 200;
+	a.sql = "SELECT r.kind, r.name, r.detail FROM trading._apply_orders($1) r";
+	a.nargs = 1;
+	a.argtypes[0] = JSONBOID;
+	run_apply(&a);
 }
 
 /*
- * Classify a finished request and, if it is a Kite success, apply it in
- * one transaction.  result->error is -1 when the tables were updated.
- * endpoint is the name passed to _apply_response ("orders", "quotes:ltp").
+ * Classify a finished request (broker_http_classify) and, if it carries a
+ * JSON body, hand it to the response path.  result->error is -1 when the
+ * tables were updated.
  */
 void
 broker_apply_response(BrokerEndpoint ep, const char *quote_mode,
 					  BrokerResponse *resp, BrokerApplyResult *result)
 {
-	const char *name = broker_endpoints[ep].name;
-	char		qname[32];
-	ApplyArgs	a;
-	ErrorData  *e;
+	char		name[32];
+	int			err;
 
-	result->error = -1;
-	result->message[0] = '\0';
-
-	if (resp->too_large)
-		return set_result(result, BERR_TOO_LARGE, "response larger than %ld kB",
-						  (long) broker_max_response_kb);
-	if (resp->curl_code != 0)
+	result_init(result);
+	err = broker_http_classify(resp, result->message, sizeof(result->message));
+	if (err >= 0)
 	{
-		result->error = (resp->curl_code == 28) ? BERR_TIMEOUT : BERR_CONNECTION;	/* CURLE_OPERATION_TIMEDOUT */
-		strlcpy(result->message, resp->errbuf, sizeof(result->message));
+		result->error = err;
 		return;
 	}
-	if (resp->http_status == 429)
-		return set_result(result, BERR_HTTP_429, "HTTP %ld", resp->http_status);
-	if (!resp->is_json)
-	{
-		if (resp->http_status >= 500)
-			return set_result(result, BERR_HTTP_5XX, "HTTP %ld without a JSON body",
-							  resp->http_status);
-		if (resp->http_status >= 400)
-			return set_result(result, BERR_HTTP_4XX, "HTTP %ld without a JSON body",
-							  resp->http_status);
-		return set_result(result, BERR_NOT_JSON, "HTTP %ld with a body that is not JSON",
-						  resp->http_status);
-	}
-	if (memchr(resp->body, '\0', resp->len) != NULL)
-		return set_result(result, BERR_MALFORMED, "body has a NUL byte at HTTP %ld",
-						  resp->http_status);
-
 	if (ep == BEP_QUOTES)
-	{
-		snprintf(qname, sizeof(qname), "quotes:%s", quote_mode);
-		name = qname;
-	}
-	a.endpoint = name;
-	a.resp = resp;
-	a.result = result;
-	a.cxt = CurrentMemoryContext;
-	a.finals = NULL;
-	e = trading_bgw_run_xact("trading broker worker: applying a response", apply_body, &a);
-	if (e == NULL && a.finals)
-		count_final_orders(a.finals);
-	if (e)
-	{
-		int			cls = ERRCODE_TO_CATEGORY(e->sqlerrcode);
-
-		if (cls == ERRCODE_DATA_EXCEPTION ||
-			cls == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
-			e->sqlerrcode == ERRCODE_TRADING_WORKER_MALFORMED ||
-			e->sqlerrcode == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE)
-			result->error = BERR_MALFORMED;
-		else
-			result->error = BERR_APPLY;
-		strlcpy(result->message, e->message, sizeof(result->message));
-		FreeErrorData(e);
-		return;
-	}
-	if (result->error < 0 && resp->http_status != 200)
-	{
-		/* a success envelope with an error status: applied, but say so */
-		ereport(DEBUG1,
-				(errmsg("trading broker worker: %s answered HTTP %ld with status success",
-						broker_endpoints[ep].name, resp->http_status)));
-	}
-	else if (result->error == BERR_BROKER_ERROR && resp->http_status >= 500)
-		result->error = BERR_HTTP_5XX;	/* a Kite error body on a 5xx */
+		snprintf(name, sizeof(name), "quotes:%s", quote_mode);
+	else
+		strlcpy(name, broker_endpoints[ep].name, sizeof(name));
+	broker_apply_body(name, resp->body, resp->len, resp->http_status, result);
 }

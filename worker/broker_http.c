@@ -22,7 +22,16 @@
  * Memory: response bodies grow in the slot's buffer, allocated in
  * BrokerHttpContext with MCXT_ALLOC_NO_OOM from inside curl's write
  * callback (an ereport there would longjmp through libcurl); a body over
- * trading.broker_max_response_kb aborts the transfer.
+ * trading.broker_max_response_kb aborts the transfer.  Nothing in a
+ * callback can raise an error: the buffer never grows past the limit plus
+ * one byte, and the setting's maximum (256 MB) keeps that, and the text
+ * and jsonb copies the response path makes, under MaxAllocSize.  A
+ * finished body is handed to the caller without a copy.
+ *
+ * Classification: broker_http_classify() turns a finished request into
+ * an error class (timeout, connection, too_large, HTTP 429, 4xx/5xx
+ * without JSON, not JSON) or hands its JSON body on; this is the only
+ * place that reads libcurl's result codes.
  *
  * This file is also used by backends (broker_http_post_form, for the login
  * helper): a blocking request whose progress callback aborts it on a query
@@ -46,6 +55,7 @@ typedef struct HttpSlot
 	struct curl_slist *headers;
 	bool		busy;
 	bool		too_large;
+	bool		no_memory;		/* the buffer could not grow */
 	char	   *buf;
 	Size		len;
 	Size		cap;
@@ -88,10 +98,14 @@ buf_append(HttpSlot *s, const char *data, Size n)
 		char	   *nb;
 
 		newcap = Max(newcap, 8192);
+		newcap = Min(newcap, limit + 1);	/* <= 256 MB + 1 < MaxAllocSize */
 		nb = MemoryContextAllocExtended(BrokerHttpContext, newcap,
 										MCXT_ALLOC_NO_OOM);
 		if (nb == NULL)
+		{
+			s->no_memory = true;
 			return false;
+		}
 		if (s->buf)
 		{
 			memcpy(nb, s->buf, s->len);
@@ -154,6 +168,7 @@ slot_reset_buffer(HttpSlot *s)
 {
 	s->len = 0;
 	s->too_large = false;
+	s->no_memory = false;
 	s->errbuf[0] = '\0';
 	if (s->buf)
 		s->buf[0] = '\0';
@@ -300,26 +315,61 @@ collect(HttpSlot *s, CURLcode code, BrokerResponse *resp)
 	curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME, &total);
 	resp->is_json = ctype != NULL &&
 		pg_strncasecmp(ctype, "application/json", 16) == 0;
-	resp->too_large = s->too_large;
+	resp->too_large = s->too_large || s->no_memory;
 	resp->seconds = total;
 	resp->new_connections = connects;
 	resp->len = s->len;
-	resp->body = palloc(s->len + 1);
-	if (s->len > 0)
-		memcpy(resp->body, s->buf, s->len);
-	resp->body[s->len] = '\0';
-	if (code != CURLE_OK)
-		strlcpy(resp->errbuf,
-				s->errbuf[0] ? s->errbuf : curl_easy_strerror(code),
-				sizeof(resp->errbuf));
-	/* keep buffers from growing forever after one huge reply */
-	if (s->cap > 4 * 1024 * 1024)
+	if (s->buf != NULL && !resp->too_large)
 	{
-		pfree(s->buf);
+		/* hand the body over (allocated in BrokerHttpContext) */
+		resp->body = s->buf;
 		s->buf = NULL;
 		s->cap = 0;
 	}
+	else
+		resp->body = MemoryContextAllocZero(BrokerHttpContext, 1);
+	resp->body[resp->too_large ? 0 : s->len] = '\0';
+	if (resp->too_large)
+		resp->len = 0;
+	if (code != CURLE_OK)
+		broker_clean_message(resp->errbuf, sizeof(resp->errbuf),
+							 s->errbuf[0] ? s->errbuf : curl_easy_strerror(code));
 	s->len = 0;
+}
+
+int
+broker_http_classify(const BrokerResponse *resp, char *msg, Size msglen)
+{
+	long		st = resp->http_status;
+
+	msg[0] = '\0';
+	if (resp->too_large)
+	{
+		snprintf(msg, msglen, "response larger than %d kB, or no memory for it",
+				 broker_max_response_kb);
+		return BERR_TOO_LARGE;
+	}
+	if (resp->curl_code != CURLE_OK)
+	{
+		strlcpy(msg, resp->errbuf, msglen);
+		return resp->curl_code == CURLE_OPERATION_TIMEDOUT ? BERR_TIMEOUT :
+			BERR_CONNECTION;
+	}
+	if (st == 429)
+	{
+		snprintf(msg, msglen, "HTTP %ld", st);
+		return BERR_HTTP_429;
+	}
+	if (!resp->is_json)
+	{
+		if (st >= 200 && st < 300)
+			snprintf(msg, msglen, "HTTP %ld with a body that is not JSON", st);
+		else
+			snprintf(msg, msglen, "HTTP %ld without a JSON body", st);
+		return st >= 500 ? BERR_HTTP_5XX :
+			(st >= 300 || st < 200) ? BERR_HTTP_4XX : BERR_NOT_JSON;
+	}
+	return -1;
 }
 
 /*
@@ -404,6 +454,15 @@ broker_http_post_form(const char *url, const char *form)
 	curl_easy_cleanup(h);
 	if (s.buf)
 		pfree(s.buf);
+	/* the body into the caller's context */
+	{
+		char	   *b = palloc(resp->len + 1);
+
+		memcpy(b, resp->body, resp->len + 1);
+		explicit_bzero(resp->body, resp->len);
+		pfree(resp->body);
+		resp->body = b;
+	}
 	return resp;
 }
 

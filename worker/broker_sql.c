@@ -44,6 +44,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/resowner.h"
@@ -479,6 +480,15 @@ broker_login(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_TRADING_BROKER_UNREACHABLE),
 				 errmsg("could not reach the broker at %s", broker_url),
 				 errdetail("%s", resp->errbuf)));
+	if (memchr(resp->body, '\0', resp->len) != NULL ||
+		!pg_verifymbstr(resp->body, (int) resp->len, true))
+	{
+		explicit_bzero(resp->body, resp->len);
+		ereport(ERROR,
+				(errcode(ERRCODE_TRADING_BROKER_ENCODING),
+				 errmsg("the broker's login answer is not valid %s", GetDatabaseEncodingName()),
+				 errdetail("Nothing was stored.")));
+	}
 	jb = resp->is_json ? parse_jsonb_quietly(resp->body) : NULL;
 	explicit_bzero(resp->body, resp->len);
 	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
@@ -492,6 +502,11 @@ broker_login(PG_FUNCTION_ARGS)
 		char	   *etype = json_child_string(&jb->root, "error_type");
 		char	   *msg = json_child_string(&jb->root, "message");
 
+		/* the broker's words reach the log: cut, no control characters */
+		if (msg)
+			broker_clean_message(msg, Min(strlen(msg) + 1, 201), msg);
+		if (etype)
+			broker_clean_message(etype, Min(strlen(etype) + 1, 41), etype);
 		ereport(ERROR,
 				(errcode(ERRCODE_TRADING_BROKER_REFUSED),
 				 errmsg("the broker refused the login: %s", msg ? msg : "no message"),
@@ -612,20 +627,29 @@ Datum
 broker_worker_errors(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char		fields[BEP_COUNT][64];
 
 	InitMaterializedSRF(fcinfo, 0);
+	SpinLockAcquire(&bw_shared->mutex);
+	for (int i = 0; i < BEP_COUNT; i++)
+		memcpy(fields[i], bw_shared->ep[i].last_field, sizeof(fields[i]));
+	SpinLockRelease(&bw_shared->mutex);
 	for (int i = 0; i < BEP_COUNT; i++)
 		for (int k = 0; k < BERR_COUNT; k++)
 		{
 			uint64		n = pg_atomic_read_u64(&bw_shared->ep[i].errors[k]);
-			Datum		values[3];
-			bool		nulls[3] = {0};
+			Datum		values[4];
+			bool		nulls[4] = {0};
 
 			if (n == 0)
 				continue;
 			values[0] = CStringGetTextDatum(broker_endpoints[i].name);
 			values[1] = CStringGetTextDatum(broker_error_names[k]);
 			values[2] = Int64GetDatum((int64) n);
+			/* 1.1's _worker_errors_detail() has last_field; 1.0's does not */
+			fields[i][sizeof(fields[i]) - 1] = '\0';
+			values[3] = CStringGetTextDatum(fields[i]);
+			nulls[3] = (k != BERR_SCHEMA || fields[i][0] == '\0');
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	return (Datum) 0;

@@ -74,7 +74,8 @@ const BrokerEndpointInfo broker_endpoints[BEP_COUNT] = {
 
 const char *const broker_error_names[BERR_COUNT] = {
 	"timeout", "connection", "http_429", "http_4xx", "http_5xx", "not_json",
-	"malformed", "broker_error", "token", "too_large", "apply"
+	"malformed", "broker_error", "token", "too_large", "apply", "schema",
+	"encoding"
 };
 
 const char *const broker_state_names[] = {
@@ -144,7 +145,7 @@ broker_worker_init(void)
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("trading.broker_max_response",
 							"Largest broker response the worker accepts.",
-							NULL, &broker_max_response_kb, 65536, 64, 1048576,
+							NULL, &broker_max_response_kb, 65536, 64, 262144,
 							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomBoolVariable("trading.broker_poll_enabled",
 							 "Poll the broker (off pauses the worker).",
@@ -241,6 +242,7 @@ typedef struct EpSched
 	int			batch;			/* quotes: next batch */
 	char		mode[8];		/* quotes: mode of the request in flight */
 	bool		in_flight;
+	uint64		session_epoch;	/* the session the request was sent with */
 	int			cycle;			/* index into cycles[] */
 	pg_uuid_t	op;				/* correlation id of the request */
 } EpSched;
@@ -267,6 +269,7 @@ static int64 last_reload_us;
 static bool reload_wanted = true;
 static bool session_wanted = true;
 static bool logged_session_wait = false;
+static uint64 session_epoch = 0;	/* bumped by each session (re)load */
 
 /* the last synchronisation of the rate limits failed (logged once) */
 static bool rate_sync_failed = false;
@@ -429,6 +432,7 @@ reload_session(void)
 {
 	seen_session_gen = pg_atomic_read_u64(&bw_shared->session_gen);
 	broker_load_session(&session, SessionContext);
+	session_epoch++;
 	session_wanted = false;
 	if (!session.present)
 		broker_set_session_state(BSS_NONE);
@@ -598,6 +602,7 @@ schedule_requests(void)
 		correlation_emit_begin(&s->op, cycle >= 0 ? &cycles[cycle].op : NULL,
 							   "broker.request", attrs);
 		s->in_flight = true;
+		s->session_epoch = session_epoch;
 		s->started_us = now;
 		pg_atomic_fetch_add_u64(&bw_shared->requests_total, 1);
 		pg_atomic_fetch_add_u64(&bw_shared->ep[i].requests_total, 1);
@@ -614,6 +619,39 @@ backoff_us(int ep, int failures)
 	/* "equal jitter": half fixed, half random */
 	delay = delay / 2 + pg_prng_double(&pg_global_prng_state) * delay / 2;
 	return (int64) (delay * 1000);
+}
+
+/*
+ * An applied response whose mapping rejected elements: each is counted as
+ * a schema error (the field of the first named), logged once per run of
+ * responses with rejections; the endpoint does not back off, since the
+ * rest was applied.
+ */
+static void
+count_rejected(BrokerEndpoint ep, BrokerApplyResult *res)
+{
+	BrokerEndpointShared *e = &bw_shared->ep[ep];
+	static bool logged[BEP_COUNT];
+
+	if (res->rejected <= 0)
+	{
+		logged[ep] = false;
+		return;
+	}
+	pg_atomic_fetch_add_u64(&e->errors_total, (uint64) res->rejected);
+	pg_atomic_fetch_add_u64(&e->errors[BERR_SCHEMA], (uint64) res->rejected);
+	for (int i = 0; i < res->rejected && i < 1000; i++)
+		metrics_count_exception(broker_error_names[BERR_SCHEMA]);
+	SpinLockAcquire(&bw_shared->mutex);
+	e->last_error = GetCurrentTimestamp();
+	e->last_error_type = BERR_SCHEMA;
+	strlcpy(e->last_field, res->field, sizeof(e->last_field));
+	SpinLockRelease(&bw_shared->mutex);
+	if (!logged[ep])
+		ereport(LOG,
+				(errmsg("trading broker worker: %s: %d element(s) rejected (schema), first at field %s; the rest was applied",
+						broker_endpoints[ep].name, res->rejected, res->field)));
+	logged[ep] = true;
 }
 
 /* a request finished: apply it and update the schedule and counters */
@@ -634,6 +672,24 @@ request_done(int slot, BrokerResponse *resp)
 								(uint64) resp->new_connections);
 	if (ep == BEP_QUOTES)
 		mode = s->mode;			/* the watchlist may have changed meanwhile */
+
+	/*
+	 * A response is judged against the session it was sent with: one sent
+	 * with a session that has been replaced meanwhile is dropped (its
+	 * TokenException says nothing about the new session; its data may be
+	 * another account's) and the endpoint is polled again at once.
+	 */
+	if (s->session_epoch != session_epoch)
+	{
+		s->due_us = 0;
+		s->not_before_us = 0;
+		correlation_emit_end(&s->op, "error", "session changed");
+		if (s->cycle >= 0)
+			cycles[s->cycle].failed = true;
+		cycle_release(s->cycle);
+		s->cycle = -1;
+		return;
+	}
 
 	broker_apply_response(ep, mode, resp, &res);
 	metrics_observe_request(broker_endpoints[ep].name, resp->seconds,
@@ -660,6 +716,7 @@ request_done(int slot, BrokerResponse *resp)
 			s->batch = 0;
 			s->due_us = Max(start + (int64) cfg.interval_ms[ep] * 1000, now);
 		}
+		count_rejected(ep, &res);
 		SpinLockAcquire(&bw_shared->mutex);
 		e->last_success = GetCurrentTimestamp();
 		e->consecutive_failures = 0;
@@ -678,6 +735,8 @@ request_done(int slot, BrokerResponse *resp)
 		e->last_error = GetCurrentTimestamp();
 		e->last_error_type = res.error;
 		e->consecutive_failures = failures;
+		if (res.error == BERR_SCHEMA)
+			strlcpy(e->last_field, res.field, sizeof(e->last_field));
 		SpinLockRelease(&bw_shared->mutex);
 		if (failures == 1 && res.error != BERR_TOKEN)
 			ereport(LOG,

@@ -68,6 +68,9 @@ typedef enum BrokerErrorType
 	BERR_TOKEN,					/* TokenException: the session is over */
 	BERR_TOO_LARGE,				/* body above trading.broker_max_response_kb */
 	BERR_APPLY,					/* the database refused the data */
+	BERR_SCHEMA,				/* a mapped field of the wrong JSON type or
+								 * range, or data of the wrong shape */
+	BERR_ENCODING,				/* a body not valid in the server encoding */
 	BERR_COUNT
 } BrokerErrorType;
 
@@ -105,6 +108,7 @@ typedef struct BrokerEndpointShared
 	int			consecutive_failures;
 	int			interval_ms;
 	bool		enabled;
+	char		last_field[64]; /* the field of the last schema error */
 	/* atomics */
 	pg_atomic_uint64 requests_total;
 	pg_atomic_uint64 errors_total;
@@ -168,7 +172,8 @@ typedef struct BrokerResponse
 	long		http_status;
 	bool		is_json;		/* Content-Type application/json */
 	bool		too_large;
-	char	   *body;			/* NUL-terminated (palloc'd) */
+	char	   *body;			/* NUL-terminated (palloc'd, the caller's
+								 * to free) */
 	Size		len;
 	double		seconds;		/* total time */
 	long		new_connections;	/* connections this request opened */
@@ -177,6 +182,12 @@ typedef struct BrokerResponse
 
 typedef void (*BrokerDoneCallback) (int slot, BrokerResponse *resp);
 
+/*
+ * The error class of a finished request (BrokerErrorType), with a message
+ * for the log in msg, or -1 when it carries a JSON body to hand to the
+ * response path (which still judges the envelope and the HTTP status).
+ */
+extern int	broker_http_classify(const BrokerResponse *resp, char *msg, Size msglen);
 extern void broker_http_init(void);
 extern void broker_http_reset(void);
 extern bool broker_http_start(int slot, const char *url, const char *auth_header);
@@ -195,7 +206,11 @@ extern char *broker_make_url(const char *path, const char *query);
 typedef struct BrokerApplyResult
 {
 	int			error;			/* BrokerErrorType, -1 = applied */
-	char		message[256];	/* for the log: never the token */
+	char		message[256];	/* for the log: never the token; cut, no
+								 * control characters */
+	int			rejected;		/* elements rejected (schema) in an applied
+								 * response */
+	char		field[64];		/* the field of a schema error */
 } BrokerApplyResult;
 
 typedef struct BrokerConfig
@@ -223,5 +238,36 @@ extern void broker_mark_session_expired(void);
 extern void broker_apply_response(BrokerEndpoint ep, const char *quote_mode,
 								  BrokerResponse *resp,
 								  BrokerApplyResult *result);
+
+/*
+ * The response path's entry points for other modules (1.1 installs only):
+ * broker_apply_body validates body (server encoding, no NUL byte) and
+ * applies it with trading._apply_response(endpoint, body, http_status) in
+ * its own transaction; broker_apply_orders_json does the same for a Kite
+ * order object or array of them (a streamed order update) through
+ * trading._apply_orders.  Neither raises: the outcome is in result (error
+ * -1 = applied, rejected = elements refused with result->field named);
+ * orders that reached a final status are counted in the metrics after
+ * commit.  Never call them inside a transaction.
+ */
+extern void broker_apply_body(const char *endpoint, const char *body, Size len,
+							  long http_status, BrokerApplyResult *result);
+extern void broker_apply_orders_json(const char *json, Size len,
+									 BrokerApplyResult *result);
+
+/*
+ * The same for a body handed to sql, a query of one text parameter
+ * returning rows (kind, name, detail) as _apply_orders does (e.g.
+ * "SELECT r.kind, r.name, r.detail FROM trading._ticker_apply_order($1) r").
+ */
+extern void broker_apply_text(const char *sql, const char *text, Size len,
+							  BrokerApplyResult *result);
+
+/* copy src into dst (size dstlen): cut at a character boundary, control
+ * characters replaced by spaces (for log lines and status fields) */
+extern void broker_clean_message(char *dst, Size dstlen, const char *src);
+
+/* the installed version the response path talks to (broker_load_config) */
+extern int	broker_apply_ext_version;
 
 #endif							/* TRADING_BROKER_WORKER_H */

@@ -744,69 +744,28 @@ ticker_flush(HTAB *entries)
  * Order updates
  * ---------------------------------------------------------------------
  */
-typedef struct OrderArgs
-{
-	const char *msg;
-	size_t		len;
-	MemoryContext cxt;
-	char	   *finals;
-} OrderArgs;
-
-static void
-order_body(void *arg)
-{
-	OrderArgs  *a = (OrderArgs *) arg;
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-	char	   *finals;
-
-	safe_path();
-	values[0] = PointerGetDatum(cstring_to_text_with_len(a->msg, (int) a->len));
-	if (SPI_execute_with_args("SELECT array_to_string(trading._ticker_apply_order($1), ',')",
-							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "trading._ticker_apply_order returned no row");
-	finals = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	if (finals && finals[0])
-		a->finals = MemoryContextStrdup(a->cxt, finals);
-}
-
 /*
  * An order text frame ({"type":"order","data":{...}}): validated and
- * applied like a polled order (trading._apply_orders), in its own
- * transaction, at once.
+ * applied like a polled order (the broker worker's response path,
+ * broker_apply_text() and trading._apply_orders), in its own transaction,
+ * at once; orders reaching a final status are counted there.
  */
 void
 ticker_apply_order_update(const char *msg, size_t len)
 {
-	OrderArgs	a = {msg, len, CurrentMemoryContext, NULL};
-	ErrorData  *e;
+	BrokerApplyResult res;
 
-	e = trading_bgw_run_xact("trading ticker: applying an order update", order_body, &a);
-	if (e)
+	broker_apply_text("SELECT r.kind, r.name, r.detail FROM trading._ticker_apply_order($1) r",
+					  msg, (Size) len, &res);
+	if (res.error >= 0 || res.rejected > 0)
 	{
 		pg_atomic_fetch_add_u64(&tk_shared->order_update_errors, 1);
 		ereport(LOG,
-				(errmsg("trading ticker dropped an order update: %s", e->message)));
-		FreeErrorData(e);
+				(errmsg("trading ticker dropped an order update: %s",
+						res.error >= 0 ? res.message : res.field)));
 		return;
 	}
 	pg_atomic_fetch_add_u64(&tk_shared->order_updates, 1);
-	if (a.finals)
-	{
-		char	   *save = NULL;
-
-		for (char *item = strtok_r(a.finals, ",", &save); item;
-			 item = strtok_r(NULL, ",", &save))
-		{
-			char	   *bar = strchr(item, '|');
-
-			if (bar == NULL)
-				continue;
-			*bar = '\0';
-			metrics_count_trade(item, bar + 1);
-		}
-	}
 }
 
 /* ---------------------------------------------------------------------

@@ -130,11 +130,12 @@ $$;
 
 -- ---------------------------------------------------------------------
 -- Order updates ({"type":"order","data":{...}} text frames): validated and
--- applied by the poller's path (_apply_orders), one order at a time.
--- Returns _apply_orders' final statuses.  TR702 for a frame that is not an
--- order update; _apply_orders raises TR304 for an order without id or status.
+-- applied by the poller's path (_apply_orders, 61_broker_response.sql), one
+-- order at a time.  Returns _apply_orders' rows (final_order, rejected).
+-- TR702 for a frame that is not an order update.
 -- ---------------------------------------------------------------------
-CREATE FUNCTION @extschema@._ticker_apply_order(msg text) RETURNS text[]
+CREATE FUNCTION @extschema@._ticker_apply_order(msg text)
+    RETURNS TABLE (kind text, name text, detail text)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -149,7 +150,7 @@ BEGIN
        OR jsonb_typeof(doc->'data') IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'ticker text frame is not an order update' USING ERRCODE = 'TR702';
     END IF;
-    RETURN @extschema@._apply_orders(jsonb_build_array(doc->'data'));
+    RETURN QUERY SELECT * FROM @extschema@._apply_orders(doc->'data');
 END
 $$;
 

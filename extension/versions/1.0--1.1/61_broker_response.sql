@@ -1,0 +1,1 @@
+../../sql/61_broker_response.sql
