@@ -108,15 +108,15 @@ is($b->order($sl)->{status}, 'COMPLETE', 'SL triggered and filled');
 # --- modify and cancel ---
 price('NSE:HDFCBANK', 1600);
 my $mod = $b->place(tradingsymbol => 'HDFCBANK', transaction_type => 'BUY', quantity => 1,
-	order_type => 'LIMIT', price => 1500, tag => 'mod-test');
+	order_type => 'LIMIT', price => 1500, tag => 'modtest1');
 my $res = $b->api(PUT => "/orders/regular/$mod", form => { price => 1550, quantity => 3 });
 is($res->{json}{data}{order_id}, $mod, 'modify returns the order id');
 $o = $b->order($mod);
 is($o->{price}, 1550, 'modified price');
 is($o->{quantity}, 3, 'modified quantity');
 is($o->{modified}, JSON::PP::true, 'modified flag');
-is($o->{tag}, 'mod-test', 'tag kept');
-is_deeply($o->{tags}, ['mod-test'], 'tags');
+is($o->{tag}, 'modtest1', 'tag kept');
+is_deeply($o->{tags}, ['modtest1'], 'tags');
 $b->api(PUT => "/orders/regular/$mod", form => { price => 1610 });
 is($b->order($mod)->{status}, 'COMPLETE', 'modified into the market: filled');
 is($b->api(PUT => "/orders/regular/$mod", form => { price => 1 })->{status}, 400, 'cannot modify a COMPLETE order');
@@ -140,7 +140,10 @@ like($o->{status_message}, qr/Margin/, 'rejection says why');
 is($o->{exchange_order_id}, undef, 'a rejected order never reached the exchange');
 for my $bad ([ 'bad variety', 'nope', {} ], [ 'unknown symbol', 'regular', { tradingsymbol => 'NOSUCH' } ],
 	[ 'zero quantity', 'regular', { quantity => 0 } ], [ 'limit without price', 'regular', { order_type => 'LIMIT' } ],
-	[ 'long tag', 'regular', { tag => 'x' x 21 } ], [ 'an index', 'regular', { tradingsymbol => 'NIFTY 50' } ])
+	[ 'long tag', 'regular', { tag => 'x' x 21 } ], [ 'an index', 'regular', { tradingsymbol => 'NIFTY 50' } ],
+	# Kite's tags are alphanumeric: no punctuation, no raw bytes echoed back
+	[ 'tag with a hyphen', 'regular', { tag => 'mod-test' } ],
+	[ 'tag with invalid UTF-8', 'regular', { tag => "\xff\xfe" } ])
 {
 	my %f = (tradingsymbol => 'INFY', exchange => 'NSE', transaction_type => 'BUY',
 		order_type => 'MARKET', quantity => 1, product => 'MIS', %{ $bad->[2] });

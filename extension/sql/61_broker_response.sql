@@ -202,69 +202,76 @@ BEGIN
     WITH it AS (
         SELECT t.o AS ord, t.i->'e' AS e, coalesce(t.i->'x', '{}') AS x, t.i->>'bad' AS preset
           FROM jsonb_array_elements(items) WITH ORDINALITY t(i, o)
-    ), chk AS (
-        SELECT it.ord, it.e, it.x,
-               coalesce(it.preset,
-                 CASE WHEN jsonb_typeof(it.e) IS DISTINCT FROM 'object' THEN tbl || ': not an object'
-                 ELSE (SELECT tbl || '.' || array_to_string(f.path, '.')
-                         FROM jsonb_to_recordset(spec) f(col text, path text[], kind text),
-                              LATERAL (SELECT it.e #> f.path AS v) jv
-                        WHERE NOT CASE
-                          WHEN f.kind = 'key' THEN
-                              coalesce(jsonb_typeof(jv.v) = 'string'
-                                       AND octet_length(jv.v #>> '{}') BETWEEN 1 AND 128, false)
-                          WHEN jv.v IS NULL OR jsonb_typeof(jv.v) = 'null' THEN true
-                          WHEN f.kind = 'text' THEN
-                              jsonb_typeof(jv.v) = 'string' AND octet_length(jv.v #>> '{}') <= 4096
-                          WHEN f.kind = 'bigint' THEN
-                              CASE WHEN jsonb_typeof(jv.v) <> 'number' THEN false
-                                   ELSE jv.v::numeric = trunc(jv.v::numeric)
-                                        AND jv.v::numeric BETWEEN -9223372036854775808
-                                                              AND 9223372036854775807 END
-                          WHEN f.kind = 'numeric' THEN
-                              CASE WHEN jsonb_typeof(jv.v) <> 'number' THEN false
-                                   ELSE abs(jv.v::numeric) < 1e18 AND scale(jv.v::numeric) <= 20 END
-                          WHEN f.kind = 'bool' THEN jsonb_typeof(jv.v) = 'boolean'
-                          WHEN f.kind = 'ist' THEN
-                              CASE WHEN jsonb_typeof(jv.v) <> 'string' THEN false
-                                   WHEN jv.v #>> '{}' = '' THEN true
-                                   WHEN (jv.v #>> '{}') !~ '^(19|2[01])\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]) ([01]\d|2[0-3]):[0-5]\d:[0-5]\d$' THEN false
-                                   ELSE substr(jv.v #>> '{}', 9, 2)::int <=
-                                        extract(day FROM make_date(substr(jv.v #>> '{}', 1, 4)::int,
-                                                                   substr(jv.v #>> '{}', 6, 2)::int, 1)
-                                                         + interval '1 month - 1 day') END
-                          WHEN f.kind = 'time' THEN
-                              jsonb_typeof(jv.v) = 'string'
-                              AND (jv.v #>> '{}') ~ '^(([01]\d|2[0-3]):[0-5]\d:[0-5]\d)?$'
-                          WHEN f.kind = 'text[]' THEN
-                              CASE WHEN jsonb_typeof(jv.v) <> 'array' THEN false
-                                   ELSE jsonb_array_length(jv.v) <= 64
-                                        AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(jv.v) a
-                                                         WHERE jsonb_typeof(a) <> 'string'
-                                                            OR octet_length(a #>> '{}') > 256) END
-                          ELSE false END
-                        ORDER BY 1 LIMIT 1) END) AS bad
-          FROM it
+    ), f AS (
+        SELECT f.n, f.col, f.path, f.kind
+          FROM ROWS FROM (jsonb_to_recordset(spec) AS (col text, path text[], kind text))
+               WITH ORDINALITY f(col, path, kind, n)
+    ), cell AS MATERIALIZED (
+        -- one row per element and mapped field: is its value acceptable?
+        -- (materialized: ok is computed once per cell)
+        SELECT it.ord, f.n, f.col, f.path, f.kind, c.v,
+               CASE
+                 WHEN f.kind = 'key' THEN
+                     coalesce(jsonb_typeof(c.v) = 'string'
+                              AND octet_length(c.v #>> '{}') BETWEEN 1 AND 128, false)
+                 WHEN c.v IS NULL OR jsonb_typeof(c.v) = 'null' THEN true
+                 WHEN f.kind = 'text' THEN
+                     jsonb_typeof(c.v) = 'string' AND octet_length(c.v #>> '{}') <= 4096
+                 WHEN f.kind = 'bigint' THEN
+                     CASE WHEN jsonb_typeof(c.v) <> 'number' THEN false
+                          ELSE c.v::numeric = trunc(c.v::numeric)
+                               AND c.v::numeric BETWEEN -9223372036854775808
+                                                    AND 9223372036854775807 END
+                 WHEN f.kind = 'numeric' THEN
+                     CASE WHEN jsonb_typeof(c.v) <> 'number' THEN false
+                          ELSE abs(c.v::numeric) < 1e18 AND scale(c.v::numeric) <= 20 END
+                 WHEN f.kind = 'bool' THEN jsonb_typeof(c.v) = 'boolean'
+                 WHEN f.kind = 'ist' THEN
+                     CASE WHEN jsonb_typeof(c.v) <> 'string' THEN false
+                          WHEN c.v #>> '{}' = '' THEN true
+                          WHEN (c.v #>> '{}') !~ '^(19|2[01])\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]) ([01]\d|2[0-3]):[0-5]\d:[0-5]\d$' THEN false
+                          ELSE substr(c.v #>> '{}', 9, 2)::int <=
+                               extract(day FROM make_date(substr(c.v #>> '{}', 1, 4)::int,
+                                                          substr(c.v #>> '{}', 6, 2)::int, 1)
+                                                + interval '1 month - 1 day') END
+                 WHEN f.kind = 'time' THEN
+                     jsonb_typeof(c.v) = 'string'
+                     AND (c.v #>> '{}') ~ '^(([01]\d|2[0-3]):[0-5]\d:[0-5]\d)?$'
+                 WHEN f.kind = 'text[]' THEN
+                     CASE WHEN jsonb_typeof(c.v) <> 'array' THEN false
+                          ELSE jsonb_array_length(c.v) <= 64
+                               AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(c.v) a
+                                                WHERE jsonb_typeof(a) <> 'string'
+                                                   OR octet_length(a #>> '{}') > 256) END
+                 ELSE false END AS ok
+          FROM it CROSS JOIN f, LATERAL (SELECT it.e #> f.path AS v) c
+         WHERE jsonb_typeof(it.e) = 'object' AND it.preset IS NULL
+    ), row_of AS (
+        -- per element: the first refused field, or the typed row
+        SELECT cell.ord,
+               (array_agg(tbl || '.' || array_to_string(cell.path, '.') ORDER BY cell.n)
+                    FILTER (WHERE NOT cell.ok))[1] AS bad,
+               jsonb_object_agg(cell.col,
+                   CASE WHEN NOT cell.ok OR cell.v IS NULL OR jsonb_typeof(cell.v) = 'null' THEN 'null'::jsonb
+                        WHEN cell.kind = 'bigint' THEN to_jsonb(cell.v::numeric::bigint)
+                        WHEN cell.kind = 'ist' THEN
+                            CASE WHEN cell.v #>> '{}' = '' THEN 'null'::jsonb
+                                 ELSE to_jsonb((cell.v #>> '{}') || '+05:30') END
+                        WHEN cell.kind = 'time' AND cell.v #>> '{}' = '' THEN 'null'::jsonb
+                        ELSE cell.v END) AS r
+          FROM cell
+         GROUP BY cell.ord
     ), conv AS (
-        SELECT chk.ord, chk.bad,
-               CASE WHEN chk.bad IS NULL THEN
-                   (SELECT jsonb_object_agg(f.col,
-                        CASE WHEN jv.v IS NULL OR jsonb_typeof(jv.v) = 'null' THEN 'null'::jsonb
-                             WHEN f.kind = 'bigint' THEN to_jsonb(jv.v::numeric::bigint)
-                             WHEN f.kind = 'ist' THEN
-                                 CASE WHEN jv.v #>> '{}' = '' THEN 'null'::jsonb
-                                      ELSE to_jsonb((jv.v #>> '{}') || '+05:30') END
-                             WHEN f.kind = 'time' AND jv.v #>> '{}' = '' THEN 'null'::jsonb
-                             ELSE jv.v END)
-                      FROM jsonb_to_recordset(spec) f(col text, path text[], kind text),
-                           LATERAL (SELECT chk.e #> f.path AS v) jv)
-                   || chk.x || jsonb_build_object('raw', chk.e, 'updated_at', now(),
-                                                  'status_changed_at', now())
-               END AS r
-          FROM chk
+        SELECT it.ord,
+               coalesce(it.preset, ro.bad,
+                        CASE WHEN ro.ord IS NULL THEN tbl || ': not an object' END) AS bad,
+               ro.r || it.x || jsonb_build_object('raw', it.e, 'updated_at', now(),
+                                                  'status_changed_at', now()) AS r
+          FROM it LEFT JOIN row_of ro ON ro.ord = it.ord
     ), keyed AS (
-        SELECT conv.*,
-               row_number() OVER (PARTITION BY (SELECT jsonb_agg(conv.r -> k) FROM unnest(keycols) k)
+        SELECT conv.ord, conv.bad, conv.r,
+               row_number() OVER (PARTITION BY CASE WHEN conv.bad IS NULL
+                                                    THEN (SELECT jsonb_agg(conv.r -> k) FROM unnest(keycols) k) END
                                   ORDER BY conv.ord DESC) AS rn
           FROM conv
     )
@@ -287,7 +294,7 @@ BEGIN
             OR a.attname = ANY (keycols)
             OR a.attname IN ('raw', 'updated_at', 'previous_status', 'status_changed_at', 'mode'));
     SELECT string_agg(quote_ident(c), ', ') INTO collist FROM unnest(cols) c;
-    SELECT string_agg(format('x.%1$I IS NOT DISTINCT FROM i.%1$I', k), ' AND ')
+    SELECT string_agg(format('x.%1$I = i.%1$I', k), ' AND ')
       INTO joined FROM unnest(keycols) k;
     SELECT string_agg(CASE c
                WHEN 'previous_status' THEN 'previous_status = CASE WHEN x.status IS DISTINCT FROM EXCLUDED.status THEN x.status ELSE x.previous_status END'
