@@ -30,6 +30,8 @@ extern const char *const fault_param_names[];
 
 static struct server *admin_srv;
 
+#define MAX_ADMIN_TICKS 10000
+
 static bool
 is(struct req *r, const char *path)
 {
@@ -130,9 +132,11 @@ admin_tick(struct req *r, reply *rp)
 	long		n = 1;
 	jbuf		j;
 
-	if (v && (!parse_long(v, &n) || n < 0 || n > 1000000))
+	/* each step runs under the broker's lock: bounded, so that one call
+	 * cannot stall every other request for long */
+	if (v && (!parse_long(v, &n) || n < 0 || n > MAX_ADMIN_TICKS))
 	{
-		reply_error(rp, 400, "InputException", "n must be 0..1000000");
+		reply_error(rp, 400, "InputException", "n must be 0..10000");
 		return;
 	}
 	LOCK();
@@ -149,12 +153,32 @@ admin_tick(struct req *r, reply *rp)
 	reply_success(rp, &j);
 }
 
+/* constant-time comparison with --admin-token */
+static bool
+admin_token_ok(const char *given)
+{
+	size_t		n = strlen(g_cfg.admin_token);
+	unsigned char diff = 0;
+
+	if (given == NULL || strlen(given) != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		diff |= (unsigned char) (given[i] ^ g_cfg.admin_token[i]);
+	return diff == 0;
+}
+
 static enum MHD_Result
 admin_dispatch(struct req *r)
 {
 	reply		rp = {0};
 	jbuf		j;
 
+	if (g_cfg.admin_token && *g_cfg.admin_token && !is(r, "/admin/health") &&
+		!admin_token_ok(req_header(r, "X-Admin-Token")))
+	{
+		reply_error(&rp, 403, "PermissionException", "Missing or wrong X-Admin-Token.");
+		return server_send(r, &rp);
+	}
 	if (is(r, "/admin/stats") || is(r, "/admin/health"))
 	{
 		jb_init(&j);

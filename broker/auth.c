@@ -15,6 +15,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #define MAX_SESSIONS 256
 #define MAX_REQ_TOKENS 256
@@ -76,7 +77,15 @@ configured_expiry(double now, double fallback)
 void
 auth_init(void)
 {
-	rng_seed(&tok_rng, mix64(g_cfg.seed ^ 0x5eed70c3ULL));
+	uint64_t	seed = g_cfg.seed;
+
+	/* minted tokens are unguessable unless --seed asks for reproducible ones */
+	if (!g_cfg.seed_given && getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+	{
+		fprintf(stderr, "paper-broker: could not read random bytes for access tokens\n");
+		exit(1);
+	}
+	rng_seed(&tok_rng, mix64(seed ^ 0x5eed70c3ULL));
 	auth_reset();
 }
 

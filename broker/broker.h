@@ -321,6 +321,8 @@ typedef struct config
 	long		token_ttl;		/* seconds, 0 = none */
 	long		expire_token_after;	/* requests; 0 = never */
 	uint64_t	seed;
+	bool		seed_given;		/* --seed: access tokens reproducible */
+	char	   *admin_token;	/* --admin-token: required in X-Admin-Token */
 	char	   *instruments;
 	long		tick_ms;
 	double		volatility;

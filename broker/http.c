@@ -422,10 +422,20 @@ on_access(void *cls, struct MHD_Connection *mc, const char *url, const char *met
 	}
 	if (*upload_size)
 	{
-		if (r->pp)
+		r->body_bytes += *upload_size;
+		if (r->body_bytes > MAX_REQUEST_BODY)
+			r->body_too_large = true;	/* the rest is read and dropped */
+		else if (r->pp)
 			MHD_post_process(r->pp, upload_data, *upload_size);
 		*upload_size = 0;
 		return MHD_YES;
+	}
+	if (r->body_too_large)
+	{
+		reply		rp = {0};
+
+		reply_error(&rp, 413, "InputException", "Request body too large.");
+		return server_send(r, &rp);
 	}
 	return srv->dispatch(r);
 }

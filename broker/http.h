@@ -25,11 +25,16 @@ struct req
 	struct kv  *form;			/* decoded form body */
 	int			nform, capform;
 	struct MHD_PostProcessor *pp;
+	size_t		body_bytes;		/* request body received so far */
+	bool		body_too_large; /* over MAX_REQUEST_BODY: answered 413 */
 	double		t0;
 	int			status;			/* 0 = connection dropped */
 	const char *route;
 	const char *note;			/* static text for the request log */
 };
+
+/* the largest request body either server reads (forms are tiny) */
+#define MAX_REQUEST_BODY	(64 * 1024)
 
 typedef enum MHD_Result (*server_dispatch) (struct req *r);
 

@@ -62,7 +62,7 @@ enum
 	O_CASH, O_COMMODITY_CASH, O_MIS_MARGIN, O_HOLDING, O_TLS_CERT, O_TLS_KEY,
 	O_RATE_QUOTE, O_RATE_OTHER, O_RATE_ORDERS, O_RATE_ORDERS_MIN, O_RATE_ORDERS_DAY,
 	O_NO_RATE_LIMIT, O_MAX_MODS, O_FAULT, O_LOG, O_QUIET, O_THREADS, O_IDLE_TIMEOUT,
-	O_REQUIRE_VERSION, O_HELP, O_VERSION, O_WS
+	O_REQUIRE_VERSION, O_HELP, O_VERSION, O_WS, O_ADMIN_TOKEN
 };
 
 /* fault flags are handed to faults_set() under their own name */
@@ -81,6 +81,7 @@ static const struct option long_opts[] = {
 	{"token-expires-at", required_argument, NULL, O_TOKEN_EXPIRES_AT},
 	{"token-ttl", required_argument, NULL, O_TOKEN_TTL},
 	{"seed", required_argument, NULL, O_SEED},
+	{"admin-token", required_argument, NULL, O_ADMIN_TOKEN},
 	{"instruments", required_argument, NULL, O_INSTRUMENTS},
 	{"tick-ms", required_argument, NULL, O_TICK_MS},
 	{"volatility", required_argument, NULL, O_VOLATILITY},
@@ -164,9 +165,11 @@ usage(FILE *f)
 			"  --token-expires-at T     tokens expire at T ('yyyy-mm-dd hh:mm:ss' IST or epoch)\n"
 			"  --token-ttl S            tokens expire S seconds after issue\n"
 			"  --require-version        reject requests without X-Kite-Version: 3\n"
+			"  --admin-token T          admin requests must send X-Admin-Token: T\n"
 			"Market:\n"
 			"  --instruments F          instruments CSV (tree or installed copy)\n"
-			"  --seed N                 random-walk seed (1)\n"
+			"  --seed N                 random-walk seed (1); also makes minted access\n"
+			"                           tokens reproducible (else they are random)\n"
 			"  --tick-ms N              price tick period (250; 0 = only /admin/tick)\n"
 			"  --volatility F           std-dev of the log price step per tick (0.0005)\n"
 			"  --cash F                 equity cash (1000000)\n"
@@ -327,7 +330,11 @@ parse_args(int argc, char **argv, char **holdings, int *nholdings)
 					die("--token-expires-at: expected 'yyyy-mm-dd hh:mm:ss' or epoch");
 				break;
 			case O_TOKEN_TTL: g_cfg.token_ttl = num_arg(name, optarg, 1); break;
-			case O_SEED: g_cfg.seed = (uint64_t) strtoull(optarg, NULL, 10); break;
+			case O_SEED:
+				g_cfg.seed = (uint64_t) strtoull(optarg, NULL, 10);
+				g_cfg.seed_given = true;
+				break;
+			case O_ADMIN_TOKEN: g_cfg.admin_token = optarg; break;
 			case O_INSTRUMENTS: g_cfg.instruments = strdup(optarg); break;
 			case O_TICK_MS: g_cfg.tick_ms = num_arg(name, optarg, 0); break;
 			case O_VOLATILITY: g_cfg.volatility = real_arg(name, optarg); break;

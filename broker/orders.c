@@ -486,6 +486,7 @@ h_place(struct req *r, char **args, reply *rp)
 	int			idx;
 	order	   *o;
 	char		msg[160];
+	char		id[sizeof(((order *) 0)->id)];
 	instrument *in;
 
 	if (!validity || !*validity)
@@ -616,8 +617,9 @@ h_place(struct req *r, char **args, reply *rp)
 			push_state(o, "CANCELLED", "IOC order could not be filled.");
 		}
 	}
+	snprintf(id, sizeof(id), "%s", o->id);	/* o may change once unlocked */
 	UNLOCK();
-	reply_order_id(rp, o->id);
+	reply_order_id(rp, id);
 }
 
 /* the order named by args[1] if it can still change; else an error reply */

@@ -262,6 +262,11 @@ INSERT INTO trading.watchlist (instrument) VALUES ('NSE:' || repeat('A', 47));
 SELECT instrument, refused_at, refused_reason FROM trading.watchlist ORDER BY 1;
 DELETE FROM trading.watchlist;
 
+-- the largest response the worker accepts stays allocatable (256 MB)
+ALTER SYSTEM SET trading.broker_max_response = '512MB';
+ALTER SYSTEM SET trading.broker_max_response = '256MB';
+ALTER SYSTEM RESET trading.broker_max_response;
+
 -- clean up what the mapping tests wrote
 TRUNCATE trading.orders, trading.trades, trading.positions, trading.holdings,
     trading.margins, trading.quotes;

@@ -229,6 +229,23 @@ sub answer
 			enc({ status => 'error', error_type => 'TokenException', message => 'expired' })));
 		return;
 	}
+	if ($m eq 'refuse' && $path eq '/quote/ltp')
+	{
+		# a broker that refuses any batch holding NSE:BAD
+		my @i = $r->uri->query_form;
+		my @inst = map { $i[ 2 * $_ + 1 ] } grep { $i[ 2 * $_ ] eq 'i' } 0 .. $#i / 2;
+		if (grep { $_ eq 'NSE:BAD' } @inst)
+		{
+			next_number('refused-batches');
+			$c->send_response(HTTP::Response->new(400, 'Bad Request', [ 'Content-Type' => $J ],
+				enc({ status => 'error', error_type => 'InputException', message => 'Invalid instrument' })));
+			return;
+		}
+		my $n = next_number('quoted-batches');
+		$c->send_response(HTTP::Response->new(200, 'OK', [ 'Content-Type' => $J ],
+			ok_env({ map { $_ => { instrument_token => 1, last_price => 100 + $n } } @inst })));
+		return;
+	}
 	my $body = $good{$path};
 	if (!defined $body)
 	{
@@ -395,6 +412,38 @@ is($node->safe_psql('postgres',
 is($node->safe_psql('postgres',
 	"SELECT coalesce(sum(errors_total), 0) FROM trading.worker_errors WHERE error_type = 'token'"),
 	'0', 'the stale response is not counted as the new session\'s error');
+
+# ---- a watchlist instrument the broker refuses (issue 13, item 7) ----
+$node->safe_psql('postgres', q{
+	INSERT INTO trading.watchlist (instrument, mode)
+	SELECT 'NSE:A' || i, 'ltp' FROM generate_series(1, 6) i;
+	INSERT INTO trading.watchlist (instrument, mode) VALUES ('NSE:BAD', 'ltp');
+	UPDATE trading.poll_intervals SET interval_ms = 500 WHERE endpoint = 'quotes';
+});
+set_mode('refuse');
+ok($node->poll_query_until('postgres',
+	"SELECT refused_at IS NOT NULL FROM trading.watchlist WHERE instrument = 'NSE:BAD'"),
+	'the instrument the broker refuses is isolated and marked');
+cmp_ok(served('refused-batches'), '>=', 2, 'the broker refused batches holding it');
+is($node->safe_psql('postgres',
+	"SELECT string_agg(instrument, ',') FROM trading.watchlist WHERE refused_at IS NOT NULL"),
+	'NSE:BAD', 'no other instrument is marked');
+like($node->safe_psql('postgres',
+	"SELECT refused_reason FROM trading.watchlist WHERE instrument = 'NSE:BAD'"),
+	qr/InputException/, 'the broker\'s reason is kept');
+my $mark = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
+ok($node->poll_query_until('postgres', qq{
+	SELECT count(*) = 7 FROM trading.quotes
+	 WHERE instrument IN ('NSE:INFY', 'NSE:A1', 'NSE:A2', 'NSE:A3', 'NSE:A4', 'NSE:A5', 'NSE:A6')
+	   AND updated_at > '$mark'}),
+	'the rest keep being quoted');
+my $refused_then = served('refused-batches');
+sleep 2;
+is(served('refused-batches'), $refused_then, 'the refused instrument is no longer sent');
+is($node->safe_psql('postgres', "SELECT count(*) FROM trading.quotes WHERE instrument = 'NSE:BAD'"),
+	'0', 'it has no quote');
+is($node->safe_psql('postgres', 'SELECT worker_pid FROM trading.worker_http'), $pid,
+	'still the same worker process');
 
 kill 'TERM', $server;
 waitpid($server, 0);

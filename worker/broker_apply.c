@@ -59,31 +59,119 @@ typedef struct LoadConfigArgs
 	MemoryContext cxt;
 } LoadConfigArgs;
 
+/*
+ * Groups of instruments under suspicion after a refused quote batch (see
+ * broker_quote_batch_refused), kept across configuration reloads in
+ * TopMemoryContext.  Each is quoted as a batch of its own, before the
+ * others.
+ */
+typedef struct SuspectGroup
+{
+	int			id;				/* > 0 */
+	char		mode[8];
+	int			n;
+	char	  **insts;
+} SuspectGroup;
+
+static SuspectGroup *suspects = NULL;
+static int	nsuspects = 0;
+static int	capsuspects = 0;
+static int	next_group_id = 1;
+
+static int
+suspect_group_of(const char *inst)
+{
+	for (int g = 0; g < nsuspects; g++)
+		for (int k = 0; k < suspects[g].n; k++)
+			if (strcmp(suspects[g].insts[k], inst) == 0)
+				return g;
+	return -1;
+}
+
+static void
+suspect_add(const char *mode, char **insts, int n)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	SuspectGroup *g;
+
+	if (nsuspects == capsuspects)
+	{
+		capsuspects = capsuspects ? capsuspects * 2 : 8;
+		suspects = suspects ? repalloc(suspects, sizeof(SuspectGroup) * capsuspects) :
+			palloc(sizeof(SuspectGroup) * capsuspects);
+	}
+	g = &suspects[nsuspects++];
+	g->id = next_group_id++;
+	strlcpy(g->mode, mode, sizeof(g->mode));
+	g->n = n;
+	g->insts = palloc(sizeof(char *) * n);
+	for (int k = 0; k < n; k++)
+		g->insts[k] = pstrdup(insts[k]);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+suspect_remove(int id)
+{
+	for (int g = 0; g < nsuspects; g++)
+		if (suspects[g].id == id)
+		{
+			for (int k = 0; k < suspects[g].n; k++)
+				pfree(suspects[g].insts[k]);
+			pfree(suspects[g].insts);
+			suspects[g] = suspects[--nsuspects];
+			return;
+		}
+}
+
+/* batch building: the query string so far and its instruments */
+typedef struct BatchBuild
+{
+	StringInfoData q;
+	char	   *insts[QUOTE_MAX_LTP];
+	int			n;
+	int			cap;			/* of cfg's arrays */
+} BatchBuild;
+
 static void
 add_batch(BrokerConfig *cfg, MemoryContext cxt, const char *mode,
-		  StringInfo q, int *cap)
+		  BatchBuild *b, int group)
 {
 	MemoryContext old = MemoryContextSwitchTo(cxt);
+	int			i = cfg->nbatches;
 
-	if (cfg->nbatches == *cap)
+	if (i == b->cap)
 	{
-		*cap = *cap ? *cap * 2 : 4;
-		if (cfg->batch_query)
-		{
-			cfg->batch_query = repalloc(cfg->batch_query, sizeof(char *) * *cap);
-			cfg->batch_path = repalloc(cfg->batch_path, sizeof(char *) * *cap);
-		}
-		else
-		{
-			cfg->batch_query = palloc(sizeof(char *) * *cap);
-			cfg->batch_path = palloc(sizeof(char *) * *cap);
-		}
+		b->cap = b->cap ? b->cap * 2 : 4;
+		cfg->batch_query = i ? repalloc(cfg->batch_query, sizeof(char *) * b->cap) :
+			palloc(sizeof(char *) * b->cap);
+		cfg->batch_path = i ? repalloc(cfg->batch_path, sizeof(char *) * b->cap) :
+			palloc(sizeof(char *) * b->cap);
+		cfg->batch_group = i ? repalloc(cfg->batch_group, sizeof(int) * b->cap) :
+			palloc(sizeof(int) * b->cap);
+		cfg->batch_insts = i ? repalloc(cfg->batch_insts, sizeof(char **) * b->cap) :
+			palloc(sizeof(char **) * b->cap);
+		cfg->batch_ninst = i ? repalloc(cfg->batch_ninst, sizeof(int) * b->cap) :
+			palloc(sizeof(int) * b->cap);
 	}
-	cfg->batch_query[cfg->nbatches] = pstrdup(q->data);
-	cfg->batch_path[cfg->nbatches] = pstrdup(mode);
+	cfg->batch_query[i] = pstrdup(b->q.data);
+	cfg->batch_path[i] = pstrdup(mode);
+	cfg->batch_group[i] = group;
+	cfg->batch_insts[i] = palloc(sizeof(char *) * Max(b->n, 1));
+	for (int k = 0; k < b->n; k++)
+		cfg->batch_insts[i][k] = pstrdup(b->insts[k]);
+	cfg->batch_ninst[i] = b->n;
 	cfg->nbatches++;
 	MemoryContextSwitchTo(old);
-	resetStringInfo(q);
+	resetStringInfo(&b->q);
+	b->n = 0;
+}
+
+static void
+batch_append(BatchBuild *b, char *inst)
+{
+	appendStringInfo(&b->q, "%si=%s", b->n ? "&" : "", broker_http_escape(inst));
+	b->insts[b->n++] = inst;
 }
 
 static void
@@ -91,10 +179,8 @@ load_config_body(void *arg)
 {
 	LoadConfigArgs *a = (LoadConfigArgs *) arg;
 	BrokerConfig *cfg = a->cfg;
-	StringInfoData q;
+	BatchBuild	b;
 	char		cur_mode[8] = "";
-	int			in_batch = 0;
-	int			cap = 0;
 
 	if (SPI_execute("SELECT endpoint, interval_ms, enabled FROM trading.poll_intervals",
 					true, 0) != SPI_OK_SELECT)
@@ -131,27 +217,48 @@ load_config_body(void *arg)
 					"FROM trading.watchlist ORDER BY m, instrument",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read trading.watchlist");
-	initStringInfo(&q);
+	initStringInfo(&b.q);
+	b.n = 0;
+	b.cap = 0;
+
+	/* suspect groups first, each a batch of its own (still watched only) */
+	for (int g = 0; g < nsuspects; g++)
+	{
+		for (int k = 0; k < suspects[g].n; k++)
+			for (uint64 i = 0; i < SPI_processed; i++)
+			{
+				char	   *inst = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+				if (strcmp(inst, suspects[g].insts[k]) == 0)
+				{
+					batch_append(&b, inst);
+					break;
+				}
+			}
+		if (b.n > 0)
+			add_batch(cfg, a->cxt, suspects[g].mode, &b, suspects[g].id);
+		else
+			suspect_remove(suspects[g--].id);	/* left the watchlist */
+	}
+
+	/* the others: batches per mode, within the per-call and URL limits */
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		char	   *inst = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 		char	   *mode = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-		char	   *esc = broker_http_escape(inst);
 		int			max = strcmp(mode, "full") == 0 ? QUOTE_MAX_FULL : QUOTE_MAX_LTP;
 
-		if (in_batch > 0 &&
-			(strcmp(cur_mode, mode) != 0 || in_batch >= max ||
-			 q.len + strlen(esc) + 3 > QUOTE_MAX_QUERY))
-		{
-			add_batch(cfg, a->cxt, cur_mode, &q, &cap);
-			in_batch = 0;
-		}
+		if (nsuspects > 0 && suspect_group_of(inst) >= 0)
+			continue;
+		if (b.n > 0 &&
+			(strcmp(cur_mode, mode) != 0 || b.n >= max ||
+			 b.q.len + strlen(inst) * 3 + 3 > QUOTE_MAX_QUERY))
+			add_batch(cfg, a->cxt, cur_mode, &b, 0);
 		strlcpy(cur_mode, mode, sizeof(cur_mode));
-		appendStringInfo(&q, "%si=%s", in_batch ? "&" : "", esc);
-		in_batch++;
+		batch_append(&b, inst);
 	}
-	if (in_batch > 0)
-		add_batch(cfg, a->cxt, cur_mode, &q, &cap);
+	if (b.n > 0)
+		add_batch(cfg, a->cxt, cur_mode, &b, 0);
 }
 
 /*
@@ -181,6 +288,81 @@ broker_load_config(BrokerConfig *cfg, MemoryContext cxt)
 		return;
 	}
 	cfg->extension_present = true;
+}
+
+/* ---------------------------------------------------------------------
+ * Quote batches the broker refuses
+ * ---------------------------------------------------------------------
+ */
+typedef struct RefuseArgs
+{
+	const char *instrument;
+	const char *reason;
+} RefuseArgs;
+
+static void
+refuse_body(void *arg)
+{
+	RefuseArgs *r = (RefuseArgs *) arg;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(r->instrument),
+	CStringGetTextDatum(r->reason)};
+
+	if (SPI_execute_with_args("UPDATE trading.watchlist "
+							  "SET refused_at = pg_catalog.now(), refused_reason = $2 "
+							  "WHERE instrument OPERATOR(pg_catalog.=) $1 AND refused_at IS NULL",
+							  2, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not mark an instrument refused");
+}
+
+bool
+broker_quote_batch_refused(BrokerConfig *cfg, int batch, const char *reason)
+{
+	int			n;
+	char	  **insts;
+
+	if (broker_apply_ext_version < 110 || batch < 0 || batch >= cfg->nbatches)
+		return false;
+	n = cfg->batch_ninst[batch];
+	insts = cfg->batch_insts[batch];
+	if (cfg->batch_group[batch] > 0)
+		suspect_remove(cfg->batch_group[batch]);
+	if (n == 1)
+	{
+		RefuseArgs	r = {insts[0], reason};
+		ErrorData  *e = trading_bgw_run_xact("trading broker worker: marking a refused instrument",
+											 refuse_body, &r);
+
+		if (e)
+		{
+			ereport(LOG,
+					(errmsg("trading broker worker could not mark instrument %s refused: %s",
+							insts[0], e->message)));
+			FreeErrorData(e);
+		}
+		else
+			ereport(LOG,
+					(errmsg("trading broker worker: the broker refuses instrument %s; it is skipped",
+							insts[0]),
+					 errhint("Correct or delete the watchlist entry, or set its refused_at to NULL to quote it again.")));
+	}
+	else if (n > 1)
+	{
+		/* the two halves are quoted on their own, before the others */
+		suspect_add(cfg->batch_path[batch], insts, n / 2);
+		suspect_add(cfg->batch_path[batch], insts + n / 2, n - n / 2);
+	}
+	return true;
+}
+
+bool
+broker_quote_batch_ok(BrokerConfig *cfg, int batch)
+{
+	if (batch < 0 || batch >= cfg->nbatches || cfg->batch_group[batch] <= 0)
+		return false;
+	/* innocent: back into the ordinary batches */
+	suspect_remove(cfg->batch_group[batch]);
+	return true;
 }
 
 /* ---------------------------------------------------------------------

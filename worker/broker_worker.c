@@ -704,7 +704,14 @@ request_done(int slot, BrokerResponse *resp)
 							broker_endpoints[ep].name, s->failures)));
 		s->failures = 0;
 		s->not_before_us = 0;
-		if (ep == BEP_QUOTES && s->batch + 1 < cfg.nbatches)
+		if (ep == BEP_QUOTES && broker_quote_batch_ok(&cfg, s->batch))
+		{
+			/* a suspect group was innocent: the batches are rebuilt, and
+			 * the batch after it takes its index */
+			reload_wanted = true;
+			s->due_us = now;
+		}
+		else if (ep == BEP_QUOTES && s->batch + 1 < cfg.nbatches)
 		{
 			s->batch++;
 			s->due_us = now;	/* the next batch, as the limiter allows */
@@ -728,6 +735,16 @@ request_done(int slot, BrokerResponse *resp)
 		failures = ++s->failures;
 		s->not_before_us = 0;
 		s->due_us = now + backoff_us(ep, failures);
+		if (ep == BEP_QUOTES && res.error == BERR_BROKER_ERROR &&
+			strncmp(res.message, "InputException:", 15) == 0 &&
+			broker_quote_batch_refused(&cfg, s->batch, res.message))
+		{
+			/* isolating the refused instrument: no backoff, as the rate
+			 * limiter allows; the first batches are the suspects */
+			reload_wanted = true;
+			s->batch = 0;
+			s->due_us = now;
+		}
 		pg_atomic_fetch_add_u64(&e->errors_total, 1);
 		pg_atomic_fetch_add_u64(&e->errors[res.error], 1);
 		metrics_count_exception(broker_error_names[res.error]);

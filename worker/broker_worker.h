@@ -221,6 +221,9 @@ typedef struct BrokerConfig
 	int			nbatches;
 	char	  **batch_query;
 	char	  **batch_path;
+	int		   *batch_group;	/* 0, or the suspect group it quotes */
+	char	 ***batch_insts;	/* its instruments */
+	int		   *batch_ninst;
 	bool		extension_present;
 } BrokerConfig;
 
@@ -235,6 +238,17 @@ typedef struct BrokerSession
 extern void broker_load_config(BrokerConfig *cfg, MemoryContext cxt);
 extern void broker_load_session(BrokerSession *sess, MemoryContext cxt);
 extern void broker_mark_session_expired(void);
+
+/*
+ * Quote batches the broker refuses (InputException): the batch is split in
+ * two groups quoted on their own, again and again, until the refused
+ * instrument is alone; it is then marked refused in trading.watchlist
+ * (refused_at, refused_reason) and skipped, while the rest are quoted as
+ * before.  Both return true when the batches must be rebuilt
+ * (broker_load_config).  1.1 installs only.
+ */
+extern bool broker_quote_batch_refused(BrokerConfig *cfg, int batch, const char *reason);
+extern bool broker_quote_batch_ok(BrokerConfig *cfg, int batch);
 extern void broker_apply_response(BrokerEndpoint ep, const char *quote_mode,
 								  BrokerResponse *resp,
 								  BrokerApplyResult *result);

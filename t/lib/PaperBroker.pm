@@ -43,6 +43,7 @@ sub start
 		'--log' => "$dir/requests.log",
 		'--tick-ms' => $o{tick} // 0);
 	push @args, '--no-rate-limit' unless $o{ratelimit};
+	push @args, '--admin-token' => $o{admin_token} if defined $o{admin_token};
 	push @args, @{ $o{args} // [] };
 
 	my $pid = fork();
@@ -56,7 +57,7 @@ sub start
 	my $self = bless {
 		pid => $pid, dir => $dir, key => $API_KEY, token => $TOKEN,
 		http => HTTP::Tiny->new(keep_alive => 1, timeout => 60),
-		tls => $o{tls},
+		tls => $o{tls}, admin_token => $o{admin_token},
 	}, $class;
 	for (1 .. 600)
 	{
@@ -126,15 +127,17 @@ sub admin
 {
 	my ($self, $method, $path, %params) = @_;
 	my $url = "http://127.0.0.1:$self->{admin_port}$path";
-	my %req;
+	my %req = (headers => {});
+	my $may_fail = delete $params{_may_fail};
+	$req{headers}{'X-Admin-Token'} = $self->{admin_token} if defined $self->{admin_token};
 	if (%params)
 	{
 		$req{content} = HTTP::Tiny->www_form_urlencode(\%params);
-		$req{headers} = { 'Content-Type' => 'application/x-www-form-urlencoded' };
+		$req{headers}{'Content-Type'} = 'application/x-www-form-urlencoded';
 	}
 	my $res = decode(HTTP::Tiny->new(timeout => 30)->request($method, $url, \%req));
 	die "admin $method $path failed: $res->{status} $res->{content}"
-	  unless $res->{status} == 200 || $params{_may_fail};
+	  unless $res->{status} == 200 || $may_fail;
 	return $res;
 }
 
