@@ -287,12 +287,41 @@ metrics_cache_create(void)
 }
 
 /*
+ * How many of the broker worker's own label sets (broker_worker.c,
+ * broker_worker_metric_labels) are not registered yet among the first
+ * nused slots.  The SQL recording functions may not take the slots these
+ * need, so that arbitrary SQL labels never push the worker's into
+ * "_overflow".  Called under metrics_shared->lock; no allocation.
+ */
+static int
+worker_labels_pending(MetricsFamily family, int nused)
+{
+	int			pending = 0;
+	const char *s1;
+	const char *s2;
+	MetricsLabel none = {"", 0};
+
+	for (int i = 0; broker_worker_metric_labels(family, i, &s1, &s2); i++)
+	{
+		char		buf1[METRICS_LABEL_LEN];
+		char		buf2[METRICS_LABEL_LEN];
+
+		if (scan_published(family, metrics_c_label(s1, buf1),
+						   s2 ? metrics_c_label(s2, buf2) : none, 0, nused) == NULL)
+			pending++;
+	}
+	return pending;
+}
+
+/*
  * Find or register the slot of a label set (l2 is empty but for trades).
  * Returns NULL when the family is full (the caller decides between the
- * overflow slot and an error).  Never raises an error.
+ * overflow slot and an error): for a SQL caller (for_sql), full means
+ * that only the slots the worker's unregistered label sets need are left.
+ * Never raises an error.
  */
 static MetricsSlot *
-metrics_lookup(MetricsFamily family, MetricsLabel l1, MetricsLabel l2)
+metrics_lookup(MetricsFamily family, MetricsLabel l1, MetricsLabel l2, bool for_sql)
 {
 	MetricsSlot *slot;
 	MetricsFamilyState *fs = &metrics_shared->families[family];
@@ -335,7 +364,9 @@ metrics_lookup(MetricsFamily family, MetricsLabel l1, MetricsLabel l2)
 			int			now_used = pg_atomic_read_u32(&fs->nused);
 
 			slot = scan_published(family, l1, l2, n, now_used);
-			if (slot == NULL && now_used < metrics_shared->max_labels)
+			if (slot == NULL && now_used < metrics_shared->max_labels &&
+				(!for_sql || now_used + worker_labels_pending(family, now_used) <
+				 metrics_shared->max_labels))
 			{
 				slot = family_slot(family, now_used);
 				memcpy(slot->labels[0], l1.data, l1.len);
@@ -373,7 +404,7 @@ metrics_lookup_or_overflow(MetricsFamily family, const char *l1,
 	MetricsSlot *slot;
 
 	slot = metrics_lookup(family, metrics_c_label(l1, buf1),
-						  family == MF_TRADES ? metrics_c_label(l2, buf2) : none);
+						  family == MF_TRADES ? metrics_c_label(l2, buf2) : none, false);
 	if (slot == NULL)
 	{
 		pg_atomic_fetch_add_u64(&metrics_shared->families[family].overflow, 1);
@@ -442,7 +473,7 @@ metrics_sql_observe_request(MetricsLabel endpoint, double seconds,
 							int http_status)
 {
 	MetricsLabel none = {"", 0};
-	MetricsSlot *slot = metrics_lookup(MF_API_REQUESTS, endpoint, none);
+	MetricsSlot *slot = metrics_lookup(MF_API_REQUESTS, endpoint, none, true);
 
 	if (slot == NULL)
 	{
@@ -456,7 +487,7 @@ metrics_sql_observe_request(MetricsLabel endpoint, double seconds,
 MetricsLookup
 metrics_sql_count(MetricsFamily family, MetricsLabel l1, MetricsLabel l2)
 {
-	MetricsSlot *slot = metrics_lookup(family, l1, l2);
+	MetricsSlot *slot = metrics_lookup(family, l1, l2, true);
 
 	if (slot == NULL)
 	{

@@ -92,4 +92,12 @@ extern int	metrics_snapshot(MetricsFamily family, MetricsSnapshot **out);
 extern uint64 metrics_overflow_total(MetricsFamily family);
 extern int	metrics_max_labels(void);
 
+/*
+ * The label sets the broker worker records in family: the i-th in *l1 and
+ * *l2 (NULL but for trades); false past the last.  The SQL recording
+ * functions leave room for them (worker/broker_worker.c).
+ */
+extern bool broker_worker_metric_labels(MetricsFamily family, int i,
+										const char **l1, const char **l2);
+
 #endif

@@ -34,12 +34,20 @@ my $node = WorkerTest::node('adversarial', undef, url => 'http://127.0.0.1:1',
 trading.broker_timeout = '3s'
 trading.broker_max_backoff = '1s'
 trading.broker_max_response = '64kB'
+trading.metrics_max_labels = 24
 });
 my %fields;
 for my $t (qw(orders trades positions holdings margins quotes))
 {
-	$fields{$t} = decode_json($node->safe_psql('postgres',
-		"SELECT trading._broker_fields('$t')"));
+	my ($ret, $out) = $node->psql('postgres', "SELECT trading._broker_fields('$t')");
+	# (a 1.0 install has no _broker_fields: its columns stand in, so that
+	# this test shows what 1.0 did with the same responses)
+	($ret, $out) = $node->psql('postgres', qq{
+		SELECT json_agg(json_build_object('col', column_name, 'path', ARRAY[column_name], 'kind', data_type))
+		  FROM information_schema.columns WHERE table_schema = 'trading' AND table_name = '$t'
+		   AND column_name NOT IN ('raw', 'updated_at', 'previous_status', 'status_changed_at',
+		                           'kind', 'segment', 'instrument', 'mode')}) if $ret != 0;
+	$fields{$t} = decode_json($out);
 }
 
 # an element with one field set to a value of the wrong JSON type
@@ -298,6 +306,16 @@ if ($server == 0)
 }
 $d->close;
 
+# ---- SQL callers fill every exception label they may take first ----
+my $sql_kinds = 0;
+for my $i (1 .. 24)
+{
+	my ($ret) = $node->psql('postgres', "SELECT trading.record_exception('sql.kind.$i')");
+	last if $ret != 0;
+	$sql_kinds++;
+}
+cmp_ok($sql_kinds, '<', 24, "SQL callers took $sql_kinds of 24 exception labels, not all");
+
 # ---- point the worker at it ----
 $node->safe_psql('postgres', qq{
 	ALTER SYSTEM SET trading.broker_url = '$url';
@@ -364,6 +382,17 @@ for my $e (sort keys %expected)
 is($node->safe_psql('postgres',
 	"SELECT last_field FROM trading.worker_errors WHERE endpoint = 'margins' AND error_type = 'schema'"),
 	'margins.segment', 'worker_errors names the field of the last schema error');
+
+# the worker's own kinds have their own labels despite the SQL callers
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(kind, ',' ORDER BY kind) FROM trading.metrics_exceptions
+	 WHERE kind IN ('schema', 'encoding', 'malformed', 'http_5xx', 'too_large', 'not_json', 'broker_error')
+	   AND total > 0}),
+	'broker_error,encoding,http_5xx,malformed,not_json,schema,too_large',
+	'the worker\'s exception kinds are counted under their own labels');
+is($node->safe_psql('postgres', q{
+	SELECT coalesce(sum(total), 0) FROM trading.metrics_exceptions WHERE kind = '_overflow'}),
+	'0', 'nothing of the worker\'s went to _overflow');
 
 # ---- the tables hold the good rows only, well typed and valid ----
 is($node->safe_psql('postgres', 'SELECT string_agg(order_id, \',\' ORDER BY order_id) FROM trading.orders'),

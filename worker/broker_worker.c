@@ -78,6 +78,38 @@ const char *const broker_error_names[BERR_COUNT] = {
 	"encoding"
 };
 
+/* the trades the worker counts: side x final status */
+static const char *const final_sides[] = {"BUY", "SELL"};
+static const char *const final_statuses[] = {"COMPLETE", "CANCELLED", "REJECTED"};
+
+bool
+broker_worker_metric_labels(MetricsFamily family, int i,
+							const char **l1, const char **l2)
+{
+	*l2 = NULL;
+	switch (family)
+	{
+		case MF_API_REQUESTS:
+			if (i >= BEP_COUNT)
+				return false;
+			*l1 = broker_endpoints[i].name;
+			return true;
+		case MF_EXCEPTIONS:
+			if (i >= BERR_COUNT)
+				return false;
+			*l1 = broker_error_names[i];
+			return true;
+		case MF_TRADES:
+			if (i >= lengthof(final_sides) * lengthof(final_statuses))
+				return false;
+			*l1 = final_sides[i / lengthof(final_statuses)];
+			*l2 = final_statuses[i % lengthof(final_statuses)];
+			return true;
+		default:
+			return false;
+	}
+}
+
 const char *const broker_state_names[] = {
 	"not_running", "starting", "waiting_for_database", "waiting_for_extension",
 	"paused", "no_session", "polling", "session_expired", "rate_limit_error"
