@@ -18,9 +18,11 @@ if [ -f "$demo/data/postmaster.pid" ]; then
     as_pg pg_ctl -D "$demo/data" -m immediate stop >/dev/null 2>&1 || true
 fi
 rm -rf "$demo"
-mkdir -p "$demo"
+# private and owned by postgres before anything is in it
+. "$src/scripts/lib/private_dir.sh"
+private_dir "$demo" postgres
 cp -r "$src/demo" "$demo/scripts"
-chown -R postgres:postgres "$demo"
+chown -R postgres:postgres "$demo/scripts"
 
 echo "== creating a throwaway cluster in $demo"
 as_pg initdb -D "$demo/data" -A trust -U postgres >/dev/null
