@@ -379,8 +379,8 @@ for my $e (sort keys %expected)
 	my @extra = grep { !exists $expected{$e}{$_} && $_ ne 'timeout' } keys %{ $got{$e} };
 	is("@extra", '', "$e: no error of another type");
 }
-is($node->safe_psql('postgres',
-	"SELECT last_field FROM trading.worker_errors WHERE endpoint = 'margins' AND error_type = 'schema'"),
+is(($node->psql('postgres',
+	"SELECT last_field FROM trading.worker_errors WHERE endpoint = 'margins' AND error_type = 'schema'"))[1],
 	'margins.segment', 'worker_errors names the field of the last schema error');
 
 # the worker's own kinds have their own labels despite the SQL callers
