@@ -14,7 +14,6 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../t";
 use lib "$FindBin::RealBin/../t/lib";
 use JSON::PP;
 use Time::HiRes qw(time);

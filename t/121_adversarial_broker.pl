@@ -11,7 +11,6 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin";
 use lib "$FindBin::RealBin/lib";
 use Fcntl qw(:flock);
 use File::Temp qw(tempdir);
@@ -22,7 +21,7 @@ use POSIX ();
 use PostgreSQL::Test::Utils;
 use Test::More;
 use TradingTest;
-require '060_worker_lib.pm';
+use WorkerTest;
 
 my $json = JSON::PP->new->canonical;
 sub enc { return $json->encode($_[0]); }

@@ -7,7 +7,7 @@ use strict;
 use warnings;
 use Digest::SHA qw(sha256_hex);
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
+use lib "$FindBin::RealBin/lib";
 use HTTP::Tiny;
 use Test::More;
 use PaperBroker;
