@@ -236,6 +236,13 @@ sub answer
 			enc({ status => 'error', error_type => 'TokenException', message => 'expired' })));
 		return;
 	}
+	if ($path eq '/session/token')
+	{
+		# a login answer with bytes that are not UTF-8 in user_id
+		$c->send_response(HTTP::Response->new(200, 'OK', [ 'Content-Type' => $J ],
+			qq({"status": "success", "data": {"user_id": "AB\xff\xfe", "access_token": "fresh_token", "login_time": "2026-11-27 09:00:00"}})));
+		return;
+	}
 	if ($m eq 'refuse' && $path eq '/quote/ltp')
 	{
 		# a broker that refuses any batch holding NSE:BAD
@@ -472,6 +479,17 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM trading.quotes WHERE instr
 	'0', 'it has no quote');
 is($node->safe_psql('postgres', 'SELECT worker_pid FROM trading.worker_http'), $pid,
 	'still the same worker process');
+
+# ---- the login answer is verified like every body (issue 13, item 2) ----
+my $user_before = $node->safe_psql('postgres',
+	"SELECT coalesce(user_id, '-') || ':' || set_at FROM trading.broker_session_status");
+my ($lret, $lout, $lerr) = $node->psql('postgres',
+	"SELECT * FROM trading.broker_login('k', 'request_token_1', 'secret')",
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($lerr, qr/TR306/, 'a login answer that is not valid UTF-8: TR306');
+is($node->safe_psql('postgres',
+	"SELECT coalesce(user_id, '-') || ':' || set_at FROM trading.broker_session_status"),
+	$user_before, 'and the stored session is unchanged');
 
 kill 'TERM', $server;
 waitpid($server, 0);
