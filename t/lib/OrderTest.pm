@@ -14,6 +14,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use TradingTest;
 use PaperBroker;
+use IPC::Run;
 
 sub setup
 {
@@ -21,7 +22,7 @@ sub setup
 	my $b = PaperBroker->start(args => [ '--cash', 1e12, @{ $o{broker_args} // [] } ],
 		ratelimit => $o{ratelimit});
 	my $url = $b->url;
-	my $node = TradingTest::node($name, conf => qq{
+	my $node = TradingTest::node($name, init => $o{init}, conf => qq{
 trading.key_command = 'echo 1:} . ('5a' x 32) . qq{'
 trading.broker_url = '$url'
 trading.broker_timeout = '2s'
@@ -94,6 +95,86 @@ sub audit
 		push @bad, "the broker holds $tag that no request knows" unless $req{$tag};
 	}
 	return @bad;
+}
+
+# Budgets for tests that place many orders: kite.orders at $per_s a
+# second, no minute or day window; kite.api at 50 a second.
+sub fast_limits
+{
+	my ($node, $per_s) = @_;
+	$node->safe_psql('postgres', qq{
+		DELETE FROM trading.rate_limits WHERE endpoint IN ('kite.orders', 'kite.api');
+		INSERT INTO trading.rate_limits (endpoint, requests, per) VALUES
+			('kite.orders', $per_s, interval '1 second'), ('kite.api', 50, interval '1 second');
+	});
+}
+
+sub sender_pid
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'trading order sender'");
+}
+
+# The exactly-once acceptance run.  $o{orders} placed by $o{clients}
+# clients (one psql per order, so a crash costs a client only the order in
+# flight), while the broker drops $o{drop} of the placements after
+# accepting them and answers $o{late} of them after the client's timeout;
+# meanwhile $o{kills} times, kill -9 of the sender ('sender') or of a
+# client backend ('backend').  Returns the number of requests.
+sub exactly_once_run
+{
+	my ($node, $b, %o) = @_;
+	my $per_client = int($o{orders} / $o{clients});
+	my $connstr = $node->connstr('postgres');
+	# faults_decide rolls accept_drop first, then accept_late of the rest
+	my $late = $o{late} / (1 - $o{drop});
+	$b->admin(POST => '/admin/faults', accept_drop_rate => $o{drop},
+		accept_late_rate => $late, accept_late_ms => 1500, classes => 'order_write');
+	my @h;
+	for my $c (1 .. $o{clients})
+	{
+		my $script = qq{
+			for i in \$(seq 1 $per_client); do
+				psql -X -q -A -t -d "$connstr" -U regress_trader \\
+					-c "SELECT trading.place_order('NSE', 'INFY', 'BUY', 1, strategy => 'c$c')" \\
+					>/dev/null 2>>$PostgreSQL::Test::Utils::tmp_check/clients.err || sleep 0.2
+			done};
+		push @h, IPC::Run::start([ 'bash', '-c', $script ]);
+	}
+	my $expected = $per_client * $o{clients};
+	for my $k (1 .. $o{kills})
+	{
+		# spread the kills over the run
+		my $at = int($expected * $k / ($o{kills} + 1));
+		$node->poll_query_until('postgres',
+			"SELECT count(*) >= $at FROM trading.order_requests WHERE strategy LIKE 'c%'")
+		  or diag("kill $k: only fewer than $at requests so far");
+		my $pid;
+		if ($o{kill} eq 'sender')
+		{
+			$pid = sender_pid($node);
+		}
+		else
+		{
+			$pid = $node->safe_psql('postgres',
+				"SELECT pid FROM pg_stat_activity WHERE usename = 'regress_trader' LIMIT 1");
+			$pid ||= $node->safe_psql('postgres',
+				"SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() LIMIT 1");
+		}
+		if ($pid)
+		{
+			kill 'KILL', $pid;
+			note("kill $k: SIGKILL to $o{kill} $pid");
+		}
+		# the postmaster restarts everything; wait for the sender again
+		$node->poll_query_until('postgres',
+			"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'trading order sender'"
+			. ($pid ? " AND pid <> $pid" : ''));
+	}
+	$_->finish for @h;
+	$b->admin(POST => '/admin/faults', reset => 1);
+	return $node->safe_psql('postgres', "SELECT count(*) FROM trading.order_requests WHERE strategy LIKE 'c%'");
 }
 
 1;
