@@ -70,8 +70,15 @@ ok($ok, 'within the value limit: accepted');
 sq("$A DELETE FROM trading.risk_limits");
 
 sq("$A INSERT INTO trading.risk_limits (scope, key, max_position) VALUES ('instrument', 'NSE:SBIN', 10)");
+my $rest = sq("$T SELECT trading.place_order('NSE', 'SBIN', 'BUY', 6, 'LIMIT', price => 1.00)");
+refused("SELECT trading.place_order('NSE', 'SBIN', 'BUY', 5)", 'TR606', 'max position counts queued and open orders');
+OrderTest::wait_final($node, 30);
+my $rest_oid = sq("SELECT order_id FROM trading.order_requests WHERE id = $rest");
+sq("$T SELECT trading.cancel_order('$rest_oid')");
+OrderTest::wait_final($node, 30);
+ok($node->poll_query_until('postgres', "SELECT status = 'CANCELLED' FROM trading.orders WHERE order_id = '$rest_oid'"),
+	'cancelled');
 sq("$T SELECT trading.place_order('NSE', 'SBIN', 'BUY', 6)");
-refused("SELECT trading.place_order('NSE', 'SBIN', 'BUY', 5)", 'TR606', 'max position counts queued and placed orders');
 OrderTest::wait_final($node, 30);
 ok($node->poll_query_until('postgres',
 	"SELECT sum(quantity) = 6 FROM trading.positions WHERE kind = 'net' AND tradingsymbol = 'SBIN'"),

@@ -1,12 +1,16 @@
 # Exactly once across a crash-restart of the whole server: as
-# t/052_orders_exactly_once.pl, but the kills are kill -9 of a client
-# backend in the middle of the run (the postmaster then restarts every
-# process, the sender included, and runs crash recovery).  Same parameters
-# (TRADING_ORDERS_N, default 200; TRADING_ORDERS_KILLS, default 1 here).
+# t/052_orders_exactly_once.pl (same parameters), but the kill is a kill -9
+# of a client backend in the middle of the run: the postmaster restarts
+# every process, the sender included, and runs crash recovery.
 use strict;
 use warnings;
 use FindBin;
+use lib "$FindBin::RealBin/../broker/test";
+use lib "$FindBin::RealBin/lib";
+use PostgreSQL::Test::Utils;
+use Test::More;
+use OrderTest;
 
-$ENV{TRADING_ORDERS_KILL} = 'backend';
-$ENV{TRADING_ORDERS_KILLS} //= 1;
-do "$FindBin::RealBin/052_orders_exactly_once.pl" or die($@ || $!);
+OrderTest::exactly_once_test(kill => 'backend', kills => 1);
+
+done_testing();

@@ -136,6 +136,7 @@ sub exactly_once_run
 	{
 		my $script = qq{
 			for i in \$(seq 1 $per_client); do
+				until psql -X -q -A -t -d "$connstr" -c "SELECT 1" >/dev/null 2>&1; do sleep 0.1; done
 				psql -X -q -A -t -d "$connstr" -U regress_trader \\
 					-c "SELECT trading.place_order('NSE', 'INFY', 'BUY', 1, strategy => 'c$c')" \\
 					>/dev/null 2>>$PostgreSQL::Test::Utils::tmp_check/clients.err || sleep 0.2
@@ -175,6 +176,44 @@ sub exactly_once_run
 	$_->finish for @h;
 	$b->admin(POST => '/admin/faults', reset => 1);
 	return $node->safe_psql('postgres', "SELECT count(*) FROM trading.order_requests WHERE strategy LIKE 'c%'");
+}
+
+# The acceptance test of t/052 and t/053 (see there); %o: kill => 'sender'
+# or 'backend', kills => default number of kills.
+sub exactly_once_test
+{
+	my (%o) = @_;
+	my $n = $ENV{TRADING_ORDERS_N} // 200;
+	my $clients = $ENV{TRADING_ORDERS_CLIENTS} // 8;
+	my $kills = $ENV{TRADING_ORDERS_KILLS} // $o{kills};
+	my $timeout = $ENV{TRADING_ORDERS_TIMEOUT} // 180;
+	my $kill = $o{kill};
+
+	my ($node, $b) = setup('exactly_once',
+		conf => "restart_after_crash = on\ntrading.order_market_validity = '10min'\n");
+	fast_limits($node, 100);
+
+	my $t0 = time;
+	my $total = exactly_once_run($node, $b, orders => $n, clients => $clients,
+		drop => 0.2, late => 0.1, kills => $kills, kill => $kill);
+	note("$total requests from $clients clients with $kills kills of the $kill in " . (time - $t0) . " s");
+	cmp_ok($total, '>=', $n - $clients * $kills, 'the clients placed (nearly) all their orders');
+	ok(wait_final($node, $timeout), 'every request reached a final state');
+	note($node->safe_psql('postgres',
+		"SELECT string_agg(state || '=' || n, ' ') FROM (SELECT state, count(*) n FROM trading.order_requests GROUP BY 1 ORDER BY 1) s"));
+	my $stats = $b->stats;
+	note("broker: accept_drop $stats->{injected}{accept_drop}, accept_late $stats->{injected}{accept_late}")
+	  if $stats->{injected};
+	cmp_ok($node->safe_psql('postgres',
+		"SELECT count(*) FROM trading.order_requests WHERE state_reason LIKE 'found at the broker by its tag%'"),
+		'>', 0, 'some requests were settled by their tag after an ambiguous reply');
+	like(slurp_file($node->logfile), qr/left in flight by a previous run are now unknown|terminated by signal 9/,
+		'the kills happened');
+	is(join("\n", audit($node, $b)), '',
+		'the broker holds exactly one order per placed tag, none for any other request');
+	is($node->safe_psql('postgres', "SELECT max(attempts) FROM trading.order_requests WHERE state IN ('placed','unknown','failed')"),
+		'1', 'no request that may have reached the broker was sent twice');
+	is($node->safe_psql('postgres', 'SELECT count(*) FROM trading.adopted_orders'), '0', 'nothing to adopt');
 }
 
 1;
