@@ -922,6 +922,61 @@ SELECT coalesce(s.mode, 'active') AS mode, s.reason, s.changed_by, s.changed_at,
   LEFT JOIN @extschema@.trading_switch s ON true;
 
 -- ---------------------------------------------------------------------
+-- Metrics (monitoring/queries_orders.yaml exports them; alerts in
+-- monitoring/alerts.yml)
+-- ---------------------------------------------------------------------
+
+-- trading_order_requests_total{kind,state,error_type}
+CREATE VIEW @extschema@.metrics_order_requests AS
+    SELECT kind, state, coalesce(error_type, '') AS error_type, count(*)::float8 AS total
+      FROM @extschema@.order_requests GROUP BY 1, 2, 3;
+
+-- trading_order_latency_seconds{phase}: commit_to_ack (request created ->
+-- the broker's reply recorded) and ack_to_fill (-> the broker worker saw
+-- the order COMPLETE), as a Prometheus histogram
+CREATE VIEW @extschema@.metrics_order_latency AS
+    WITH obs AS (
+        SELECT 'commit_to_ack' AS phase, extract(epoch FROM r.acked_at - r.created_at)::float8 AS v
+          FROM @extschema@.order_requests r
+         WHERE r.kind = 'place' AND r.acked_at IS NOT NULL AND r.state = 'placed'
+        UNION ALL
+        SELECT 'ack_to_fill', greatest(extract(epoch FROM o.status_changed_at - r.acked_at), 0)::float8
+          FROM @extschema@.order_requests r
+          JOIN @extschema@.orders o ON o.order_id = r.order_id
+         WHERE r.kind = 'place' AND r.state = 'placed' AND o.status = 'COMPLETE'
+           AND o.status_changed_at IS NOT NULL),
+    bounds AS (SELECT ARRAY[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]::float8[] AS le)
+    SELECT p.phase,
+           b.le AS latency_seconds,
+           ARRAY(SELECT (SELECT count(*) FROM obs WHERE obs.phase = p.phase AND obs.v <= x)::float8
+                   FROM unnest(b.le) x) AS latency_seconds_bucket,
+           (SELECT coalesce(sum(obs.v), 0) FROM obs WHERE obs.phase = p.phase)::float8 AS latency_seconds_sum,
+           (SELECT count(*) FROM obs WHERE obs.phase = p.phase)::float8 AS latency_seconds_count
+      FROM (VALUES ('commit_to_ack'), ('ack_to_fill')) p(phase)
+      CROSS JOIN bounds b;
+
+-- trading_orders_{halted,reduce_only,tripped,adopted,unknown_over_1m,
+-- daily_loss,max_daily_loss,sender_up}
+CREATE VIEW @extschema@.metrics_order_state AS
+    SELECT (s.mode = 'halt')::int::float8 AS halted,
+           (s.mode = 'reduce_only')::int::float8 AS reduce_only,
+           s.tripped_by_daily_loss::int::float8 AS tripped,
+           s.adopted::float8 AS adopted,
+           (SELECT count(*) FROM @extschema@.order_requests
+             WHERE state = 'unknown' AND unknown_since < now() - interval '1 minute')::float8 AS unknown_over_1m,
+           (SELECT -coalesce(sum(coalesce(p.pnl, coalesce(p.realised, 0) + coalesce(p.unrealised, 0))), 0)
+              FROM @extschema@.positions p WHERE p.kind = 'net')::float8 AS daily_loss,
+           coalesce((SELECT max_daily_loss FROM @extschema@.risk_limits WHERE scope = 'global'), 0)::float8
+               AS max_daily_loss,
+           coalesce(array_length(s.lapsed_strategies, 1), 0)::float8 AS lapsed_strategies,
+           (SELECT count(*) FROM pg_catalog.pg_stat_activity
+             WHERE backend_type = 'trading order sender')::float8 AS sender_up
+      FROM @extschema@.trading_state s;
+
+GRANT SELECT ON @extschema@.metrics_order_requests, @extschema@.metrics_order_latency,
+    @extschema@.metrics_order_state TO trading_reader;
+
+-- ---------------------------------------------------------------------
 -- Privileges
 -- ---------------------------------------------------------------------
 GRANT SELECT ON @extschema@.order_requests, @extschema@.risk_limits, @extschema@.freeze_quantities,
