@@ -18,7 +18,6 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
 use lib "$FindBin::RealBin/../t/lib";
 use Time::HiRes qw(time sleep);
 use IO::Socket::INET;

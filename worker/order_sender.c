@@ -108,10 +108,27 @@ exec_simple(const char *sql)
 		elog(ERROR, "order sender: could not run %s", sql);
 }
 
+typedef struct Trampoline
+{
+	void		(*body) (void *);
+	void	   *arg;
+} Trampoline;
+
+/* every statement of the sender resolves names in pg_catalog first */
+static void
+pinned_path(void *arg)
+{
+	Trampoline *t = (Trampoline *) arg;
+
+	exec_simple("SET LOCAL search_path = pg_catalog, pg_temp");
+	t->body(t->arg);
+}
+
 static void
 unit_of_work(const char *activity, void (*body) (void *), void *arg)
 {
-	ErrorData  *e = trading_bgw_run_xact(activity, body, arg);
+	Trampoline	t = {body, arg};
+	ErrorData  *e = trading_bgw_run_xact(activity, pinned_path, &t);
 
 	if (e)
 	{
