@@ -24,3 +24,54 @@ current_correlation_id(PG_FUNCTION_ARGS)
 {
 	return correlation_current_id(fcinfo);
 }
+
+/* rate limiter: rate_limit_set, _drop, _try, _acquire, _rate_limit_status(), _rate_limits_changed() */
+extern PGDLLEXPORT Datum ratelimit_sql_set(PG_FUNCTION_ARGS);
+extern PGDLLEXPORT Datum ratelimit_sql_drop(PG_FUNCTION_ARGS);
+extern PGDLLEXPORT Datum ratelimit_sql_try(PG_FUNCTION_ARGS);
+extern PGDLLEXPORT Datum ratelimit_sql_acquire(PG_FUNCTION_ARGS);
+extern PGDLLEXPORT Datum ratelimit_sql_status(PG_FUNCTION_ARGS);
+extern PGDLLEXPORT Datum ratelimit_sql_changed(PG_FUNCTION_ARGS);
+
+PG_FUNCTION_INFO_V1(rate_limit_set);
+PG_FUNCTION_INFO_V1(rate_limit_drop);
+PG_FUNCTION_INFO_V1(rate_limit_try);
+PG_FUNCTION_INFO_V1(rate_limit_acquire);
+PG_FUNCTION_INFO_V1(rate_limit_status);
+PG_FUNCTION_INFO_V1(rate_limits_changed);
+
+Datum
+rate_limit_set(PG_FUNCTION_ARGS)
+{
+	return ratelimit_sql_set(fcinfo);
+}
+
+Datum
+rate_limit_drop(PG_FUNCTION_ARGS)
+{
+	return ratelimit_sql_drop(fcinfo);
+}
+
+Datum
+rate_limit_try(PG_FUNCTION_ARGS)
+{
+	return ratelimit_sql_try(fcinfo);
+}
+
+Datum
+rate_limit_acquire(PG_FUNCTION_ARGS)
+{
+	return ratelimit_sql_acquire(fcinfo);
+}
+
+Datum
+rate_limit_status(PG_FUNCTION_ARGS)
+{
+	return ratelimit_sql_status(fcinfo);
+}
+
+Datum
+rate_limits_changed(PG_FUNCTION_ARGS)
+{
+	return ratelimit_sql_changed(fcinfo);
+}

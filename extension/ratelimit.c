@@ -134,7 +134,7 @@ ratelimit_shmem_startup(void)
 	char	   *base;
 
 	ratelimit_shared = ShmemInitStruct("trading.ratelimit", ratelimit_shmem_size(),
-								&found);
+									   &found);
 	if (found)
 		return;
 
@@ -311,7 +311,7 @@ ratelimit_cache_init(void)
 	ctl.entrysize = sizeof(RateLimitCacheEntry);
 	ctl.hcxt = TopMemoryContext;
 	ratelimit_cache = hash_create("trading rate limit cache", 64, &ctl,
-						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+								  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 }
 
 /*
@@ -513,7 +513,8 @@ typedef struct RateLimitConfEndpoint
 	int			index;			/* slot in shared memory, -1 if new */
 	int64		delta;			/* slots after minus slots before */
 	bool		unchanged;
-	int64	   *seed[RATELIMIT_MAX_LIMITS];	/* n slots per limit, for the apply */
+	int64	   *seed[RATELIMIT_MAX_LIMITS]; /* n slots per limit, for the
+											 * apply */
 } RateLimitConfEndpoint;
 
 static void
@@ -538,7 +539,7 @@ ratelimit_xact_callback(XactEvent event, void *arg)
 
 static void
 ratelimit_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-					SubTransactionId parentSubid, void *arg)
+						   SubTransactionId parentSubid, void *arg)
 {
 	/* a rolled-back savepoint may have undone a change: re-read later */
 	if (event == SUBXACT_EVENT_ABORT_SUB && ratelimit_xact_dirty)
@@ -1039,8 +1040,10 @@ ratelimit_sync(RateLimitSyncMode mode)
 		if (!ep->in_use)
 			continue;
 		foreach(lc, conf)
+		{
 			if (((RateLimitConfEndpoint *) lfirst(lc))->index == i)
 				listed = true;
+		}
 		if (!listed)
 			ratelimit_drop_endpoint(ep, wake);
 	}

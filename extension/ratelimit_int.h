@@ -21,7 +21,7 @@
 #include "storage/lwlock.h"
 #include "storage/spin.h"
 
-#define RATELIMIT_MAX_LIMITS	8		/* limits per endpoint */
+#define RATELIMIT_MAX_LIMITS	8	/* limits per endpoint */
 #define RATELIMIT_NAME_LEN		(RATELIMIT_MAX_NAME + 1)	/* with the NUL */
 #define RATELIMIT_MAX_PER_US	((int64) 31 * 24 * 3600 * 1000000)	/* 31 days */
 
@@ -41,7 +41,8 @@ typedef struct RateEndpoint
 	slock_t		mutex;			/* protects everything below */
 	bool		in_use;
 	bool		reconfiguring;	/* limits being rebuilt: refuse, don't count */
-	bool		queue_holds;	/* the head of the queue holds later SQL callers */
+	bool		queue_holds;	/* the head of the queue holds later SQL
+								 * callers */
 	int			nlimits;
 	uint32		generation;		/* bumped whenever the slot is (re)used */
 	int			queue_len;		/* procs waiting in rate_limit_acquire */

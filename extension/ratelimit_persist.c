@@ -22,7 +22,8 @@
  *	  per limit: window (us), n, count, then count ages (us), oldest first
  *	  trailer: CRC-32C of everything before it
  * The whole file is read and its checksum verified before anything is
- * used; then every field is checked against its bounds (windows within 31
+ * used (a file of 1.0's layout, "TRL1" without version or checksum, is
+ * read once, at the restart that upgrades the binaries); then every field is checked against its bounds (windows within 31
  * days, counts within n, ages not negative and ordered, names terminated,
  * no endpoint or window twice).  A file that fails any check is ignored
  * with one WARNING, and the windows start empty.
@@ -50,6 +51,7 @@
 #define RATELIMIT_STATE_TMP		RATELIMIT_STATE_FILE ".tmp"
 #define RATELIMIT_STATE_MAGIC	0x54524C32	/* "TRL2" */
 #define RATELIMIT_STATE_VERSION	2
+#define RATELIMIT_STATE_MAGIC_1	0x54524C31	/* "TRL1": version 1.0's layout */
 
 typedef struct RateLimitStateHeader
 {
@@ -59,6 +61,14 @@ typedef struct RateLimitStateHeader
 	int32		pad;
 	int64		wall_us;		/* GetCurrentTimestamp() at shutdown */
 } RateLimitStateHeader;
+
+/* 1.0's header: no version, no checksum; the body is the same */
+typedef struct RateLimitStateHeader1
+{
+	uint32		magic;
+	int32		nendpoints;
+	int64		wall_us;
+} RateLimitStateHeader1;
 
 typedef struct RateLimitStateLimit
 {
@@ -172,27 +182,23 @@ ratelimit_persist_reset(void)
 }
 
 /*
- * Rebuild endpoints and rings from the verified bytes; returns NULL, or
- * what is wrong with them (shared memory is then reset by the caller).
+ * Rebuild endpoints and rings from the verified bytes after the header;
+ * returns NULL, or what is wrong with them (shared memory is then reset by
+ * the caller).
  */
 static const char *
-ratelimit_persist_parse(StateReader *r, int *loaded)
+ratelimit_persist_parse(StateReader *r, int32 nendpoints, int64 wall_us,
+						int *loaded)
 {
-	RateLimitStateHeader hdr;
 	int64		now = trading_monotonic_us();
 	int64		down_us;
 
-	if (!state_read(r, &hdr, sizeof(hdr)))
-		return "it is truncated";
-	if (hdr.magic != RATELIMIT_STATE_MAGIC ||
-		hdr.version != RATELIMIT_STATE_VERSION)
-		return "its layout version is not the one this server writes";
-	if (hdr.nendpoints < 0 || hdr.wall_us <= 0)
+	if (nendpoints < 0 || wall_us <= 0)
 		return "its header is out of range";
 	/* a shutdown in the future (the clock was set back): no downtime */
-	down_us = Max(0, GetCurrentTimestamp() - hdr.wall_us);
+	down_us = Max(0, GetCurrentTimestamp() - wall_us);
 
-	for (int e = 0; e < hdr.nendpoints; e++)
+	for (int e = 0; e < nendpoints; e++)
 	{
 		char		name[RATELIMIT_NAME_LEN];
 		int32		nlimits;
@@ -306,7 +312,7 @@ ratelimit_persist_load(void)
 		(Size) ratelimit_shared->nslots * sizeof(int64);
 	if (fstat(fd, &st) != 0)
 		problem = "it cannot be examined";
-	else if (st.st_size < (off_t) (sizeof(RateLimitStateHeader) + sizeof(pg_crc32c)))
+	else if (st.st_size < (off_t) sizeof(RateLimitStateHeader1))
 		problem = "it is truncated";
 	else if ((Size) st.st_size > max_size)
 		problem = "it is larger than any state of this server";
@@ -320,26 +326,43 @@ ratelimit_persist_load(void)
 
 	if (problem == NULL)
 	{
-		Size		body = st.st_size - sizeof(pg_crc32c);
-		pg_crc32c	stored;
-		pg_crc32c	crc;
-		StateReader r = {data, body, 0};
-
-		RateLimitStateHeader hdr;
+		RateLimitStateHeader hdr = {0};
+		RateLimitStateHeader1 hdr1;
 
 		/* the layout first: an older layout has no checksum to verify */
-		memcpy(&hdr, data, sizeof(hdr));
-		memcpy(&stored, data + body, sizeof(stored));
-		INIT_CRC32C(crc);
-		COMP_CRC32C(crc, data, body);
-		FIN_CRC32C(crc);
-		if (hdr.magic != RATELIMIT_STATE_MAGIC ||
-			hdr.version != RATELIMIT_STATE_VERSION)
-			problem = "its layout version is not the one this server writes";
-		else if (!EQ_CRC32C(crc, stored))
-			problem = "its checksum does not match";
+		memcpy(&hdr1, data, sizeof(hdr1));
+		if (st.st_size >= (off_t) sizeof(hdr))
+			memcpy(&hdr, data, sizeof(hdr));
+		if (hdr1.magic == RATELIMIT_STATE_MAGIC_1)
+		{
+			/* written by 1.0 before the upgrade restart: read it once */
+			StateReader r = {data, st.st_size, sizeof(hdr1)};
+
+			problem = ratelimit_persist_parse(&r, hdr1.nendpoints, hdr1.wall_us,
+											  &loaded);
+		}
+		else if (hdr.magic != RATELIMIT_STATE_MAGIC ||
+				 hdr.version != RATELIMIT_STATE_VERSION)
+			problem = "its layout version is not one this server reads";
+		else if (st.st_size < (off_t) (sizeof(hdr) + sizeof(pg_crc32c)))
+			problem = "it is truncated";
 		else
-			problem = ratelimit_persist_parse(&r, &loaded);
+		{
+			Size		body = st.st_size - sizeof(pg_crc32c);
+			StateReader r = {data, body, sizeof(hdr)};
+			pg_crc32c	stored;
+			pg_crc32c	crc;
+
+			memcpy(&stored, data + body, sizeof(stored));
+			INIT_CRC32C(crc);
+			COMP_CRC32C(crc, data, body);
+			FIN_CRC32C(crc);
+			if (!EQ_CRC32C(crc, stored))
+				problem = "its checksum does not match";
+			else
+				problem = ratelimit_persist_parse(&r, hdr.nendpoints, hdr.wall_us,
+												  &loaded);
+		}
 	}
 	if (data)
 		pfree(data);

@@ -408,7 +408,8 @@ ratelimit_sql_acquire(PG_FUNCTION_ARGS)
 			else if (ep->reconfiguring)
 				sleep_us = 1000;
 			else if (cost > ratelimit_min_n(ep))
-				too_costly = ratelimit_min_n(ep);	/* a limit was lowered meanwhile */
+				too_costly = ratelimit_min_n(ep);	/* a limit was lowered
+													 * meanwhile */
 			else
 			{
 				bool		head = (ep->queue_head == me);
@@ -434,7 +435,8 @@ ratelimit_sql_acquire(PG_FUNCTION_ARGS)
 					if (ep->worker_until > now)
 						sleep_us = Max(sleep_us, ep->worker_until - now);
 					if (!head && ep->queue_holds)
-						sleep_us = deadline - now;	/* woken when we become head */
+						sleep_us = deadline - now;	/* woken when we become
+													 * head */
 				}
 			}
 
@@ -552,54 +554,4 @@ ratelimit_sql_status(PG_FUNCTION_ARGS)
 		}
 	}
 	return (Datum) 0;
-}
-
-/* ---------------------------------------------------------------------
- * Entry points of 1.0.  The frozen 1.0 install script names these
- * symbols; 1.1 points its functions at the ratelimit_sql_* names
- * (extension/sql/12_ratelimit_symbols.sql).  Until ALTER EXTENSION
- * trading UPDATE, a 1.0 install calls them.
- * ---------------------------------------------------------------------
- */
-PG_FUNCTION_INFO_V1(rate_limit_set);
-PG_FUNCTION_INFO_V1(rate_limit_drop);
-PG_FUNCTION_INFO_V1(rate_limit_try);
-PG_FUNCTION_INFO_V1(rate_limit_acquire);
-PG_FUNCTION_INFO_V1(rate_limit_status);
-PG_FUNCTION_INFO_V1(rate_limits_changed);
-
-Datum
-rate_limit_set(PG_FUNCTION_ARGS)
-{
-	return ratelimit_sql_set(fcinfo);
-}
-
-Datum
-rate_limit_drop(PG_FUNCTION_ARGS)
-{
-	return ratelimit_sql_drop(fcinfo);
-}
-
-Datum
-rate_limit_try(PG_FUNCTION_ARGS)
-{
-	return ratelimit_sql_try(fcinfo);
-}
-
-Datum
-rate_limit_acquire(PG_FUNCTION_ARGS)
-{
-	return ratelimit_sql_acquire(fcinfo);
-}
-
-Datum
-rate_limit_status(PG_FUNCTION_ARGS)
-{
-	return ratelimit_sql_status(fcinfo);
-}
-
-Datum
-rate_limits_changed(PG_FUNCTION_ARGS)
-{
-	return ratelimit_sql_changed(fcinfo);
 }

@@ -105,9 +105,10 @@ my %bad = (
 	},
 	'it is truncated' => sub { return substr(state_file([ 't.day', [ $day, 5, [1000] ] ]), 0, 10); },
 	'layout version' => sub {
-		# a file of the first layout (no version, no checksum)
-		return pack('L l q', 0x54524C31, 1, 0) . pack('a64 l', 't.day', 1)
-		  . pack('q l l q', $day, 5, 1, 1000);
+		# a later layout than this server knows
+		my $f = state_file([ 't.day', [ $day, 5, [1000] ] ]);
+		substr($f, 4, 4) = pack('L', 3);
+		return $f;
 	},
 	'an endpoint appears twice' => sub {
 		return state_file([ 't.day', [ $day, 5, [1000] ] ], [ 't.day', [ $day, 5, [1000] ] ]);
@@ -134,6 +135,14 @@ for my $what (sort keys %bad)
 	is(grants('t.day', 6), '5', "$what: the windows start empty");
 	ok(!-f $state, "$what: the file is removed");
 }
+
+# a file of 1.0's layout (no version, no checksum) is read once, at the
+# restart that upgrades the binaries
+my $wall = int((time() - 946684800) * 1_000_000);
+$log = start_with_state(pack('L l q', 0x54524C31, 1, $wall) . pack('a64 l', 't.day', 1)
+	  . pack('q l l q q q', $day, 5, 3, 7_200_000_000, 3_600_000_000, 1_000_000));
+unlike($log, qr/WARNING/, "a file of 1.0's layout: no warning");
+is(grants('t.day', 5), '2', 'its three grants count');
 
 # a valid hand-made file is read (so the checks above test the checks)
 $log = start_with_state(state_file([ 't.day', [ $day, 5, [ 3_600_000_000, 1_000_000 ] ] ]));

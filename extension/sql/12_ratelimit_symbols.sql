@@ -1,6 +1,7 @@
 -- Rate limiter, 1.1: the SQL functions call the C symbols of the limiter's
--- one spelling (ratelimit_sql_*).  The 1.0 symbols stay in the library for
--- 1.0 installs that have not been updated yet (docs/DEVELOPING.md).  Run by
+-- one spelling (ratelimit_sql_*).  The 1.0 symbols stay in the library
+-- (extension/compat_1_0.c) for 1.0 installs that have not been updated yet
+-- (docs/DEVELOPING.md).  Run by
 -- both the install script and the upgrade from 1.0.
 
 CREATE OR REPLACE FUNCTION @extschema@._rate_limits_changed() RETURNS trigger
