@@ -311,6 +311,9 @@ if ($server == 0)
 	POSIX::_exit(0);
 }
 $d->close;
+# the server goes with the test, also when the test dies (it holds the
+# test's output open)
+END { if ($server) { kill 'TERM', $server; waitpid($server, 0); } }
 
 # ---- SQL callers fill every exception label they may take first ----
 my $sql_kinds = 0;
@@ -493,5 +496,6 @@ is($node->safe_psql('postgres',
 
 kill 'TERM', $server;
 waitpid($server, 0);
+$server = undef;
 $node->stop;
 done_testing();

@@ -200,10 +200,10 @@ load_config_body(void *arg)
 	}
 
 	/*
-	 * watchlist: batches per mode, within the per-call and URL limits.
-	 * While the ticker streams, the instruments it streams are not polled
-	 * (ticker.c); its 'quote' mode is polled as full.  Instruments the
-	 * broker refused (1.1: refused_at) are skipped.
+	 * watchlist: batches per mode, within the per-call and URL limits. While
+	 * the ticker streams, the instruments it streams are not polled
+	 * (ticker.c); its 'quote' mode is polled as full.  Instruments the broker
+	 * refused (1.1: refused_at) are skipped.
 	 */
 	if (SPI_execute(ticker_streaming() ?
 					"SELECT w.instrument, CASE w.mode WHEN 'quote' THEN 'full' ELSE w.mode END AS m "
@@ -277,7 +277,7 @@ broker_load_config(BrokerConfig *cfg, MemoryContext cxt)
 	if (broker_apply_ext_version == 0)
 		return;
 	e = trading_bgw_run_xact("trading broker worker: loading configuration",
-				 load_config_body, &a);
+							 load_config_body, &a);
 	if (e)
 	{
 		ereport(LOG,
@@ -421,7 +421,7 @@ broker_load_session(BrokerSession *sess, MemoryContext cxt)
 	}
 	memset(sess, 0, sizeof(*sess));
 	e = trading_bgw_run_xact("trading broker worker: loading the session",
-				 load_session_body, &a);
+							 load_session_body, &a);
 	if (e)
 	{
 		/* the crypto module's messages never contain the plaintext */
@@ -449,7 +449,7 @@ void
 broker_mark_session_expired(void)
 {
 	ErrorData  *e = trading_bgw_run_xact("trading broker worker: session expired",
-							 expire_body, NULL);
+										 expire_body, NULL);
 
 	if (e)
 	{

@@ -122,7 +122,8 @@ typedef struct BrokerWorkerShared
 	int			session_state;	/* BrokerSessionState */
 	pid_t		pid;			/* 0 when not running */
 	int			procno;			/* pgprocno of the worker, -1 */
-	pg_atomic_uint32 database_seen;	/* 0 after a failed connection (bgw_common.c) */
+	pg_atomic_uint32 database_seen; /* 0 after a failed connection
+									 * (bgw_common.c) */
 	TimestampTz started_at;
 	pg_atomic_uint64 session_gen;	/* bumped by set_broker_session */
 	pg_atomic_uint64 config_gen;	/* bumped when configuration changed */
@@ -172,8 +173,8 @@ typedef struct BrokerResponse
 	long		http_status;
 	bool		is_json;		/* Content-Type application/json */
 	bool		too_large;
-	char	   *body;			/* NUL-terminated (palloc'd, the caller's
-								 * to free) */
+	char	   *body;			/* NUL-terminated (palloc'd, the caller's to
+								 * free) */
 	Size		len;
 	double		seconds;		/* total time */
 	long		new_connections;	/* connections this request opened */
