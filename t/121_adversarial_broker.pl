@@ -18,6 +18,7 @@ use HTTP::Daemon;
 use HTTP::Response;
 use JSON::PP;
 use POSIX ();
+use Time::HiRes qw(sleep);
 use PostgreSQL::Test::Utils;
 use Test::More;
 use TradingTest;
@@ -231,7 +232,7 @@ sub answer
 	{
 		# in flight across the session change, then refused
 		next_number('token-old');
-		sleep 4;
+		sleep 2;    # within trading.broker_timeout (3 s)
 		$c->send_response(HTTP::Response->new(403, 'Forbidden', [ 'Content-Type' => $J ],
 			enc({ status => 'error', error_type => 'TokenException', message => 'expired' })));
 		return;
@@ -438,9 +439,11 @@ $node->safe_psql('postgres', q{
 	SELECT trading.set_broker_session('k', 'old_token');
 	UPDATE trading.poll_intervals SET interval_ms = 100 WHERE endpoint = 'orders';
 });
-sleep 1;    # the old session's /orders request is now held by the broker
+# the old session's /orders request is now held by the broker ...
+my $wait = time + 20;
+sleep 0.1 while served('token-old') < 1 && time < $wait;
 $node->safe_psql('postgres', q{SELECT trading.set_broker_session('k', 'new_token')});
-sleep 5;    # the old request has been answered 403 TokenException
+sleep 5;    # ... and has been answered 403 TokenException
 cmp_ok(served('token-old'), '>=', 1, 'a request with the old token was in flight');
 is($node->safe_psql('postgres', 'SELECT state FROM trading.broker_session_status'),
 	'active', 'the old token\'s TokenException does not expire the new session');
