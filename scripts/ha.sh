@@ -449,6 +449,20 @@ cmd_env() {
     done
 }
 
+# the pids of the children of process $1, from /proc (field 4 of stat is
+# the parent; the command name before it may contain spaces)
+children_of() {
+    local parent=$1 f st fields
+    for f in /proc/[0-9]*/stat; do
+        st=$(cat "$f" 2>/dev/null) || continue
+        read -r -a fields <<< "${st##*) }"
+        if [ "${fields[1]:-}" = "$parent" ]; then
+            f=${f#/proc/}
+            echo "${f%/stat}"
+        fi
+    done
+}
+
 cmd_kill_leader() {
     local l ppid pm children
     l=$(leader) || die "no leader"
@@ -459,7 +473,7 @@ cmd_kill_leader() {
     # children: stop the postmaster (it forks no more), list its children,
     # and kill them all with Patroni in one kill(1)
     kill -STOP "$pm"
-    children=$(ps -o pid= --ppid "$pm" | tr -s ' \n' ' ')
+    children=$(children_of "$pm")
     # shellcheck disable=SC2086
     kill -KILL -- "$ppid" "$pm" $children
     echo "node$l"
