@@ -240,6 +240,7 @@ crypto_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	crypto_sql_init();
 	load_server_key();
 	if (crypto_server_key_available())
 		crypto_keycheck_register();

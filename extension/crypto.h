@@ -64,6 +64,9 @@ extern int	crypto_loaded_keys(uint32 *versions, unsigned char (*kcvs)[16],
 /* worker/crypto_keycheck.c: the key check worker, registered by crypto_init */
 extern void crypto_keycheck_register(void);
 
+/* crypto_sql.c: the hint on "permission denied for function encrypt" */
+extern void crypto_sql_init(void);
+
 /* Why no key is loaded ("" when one is). */
 extern const char *crypto_key_load_error(void);
 

@@ -12,6 +12,11 @@
  * Every function is non-strict: a NULL argument is a clear error (22004),
  * not a silent NULL result, so a missing value never goes unnoticed.
  *
+ * PostgreSQL's own "permission denied for function encrypt" (an analyst
+ * who left out the passphrase reached the server-key form) is raised by the
+ * executor's privilege check, before any code of ours runs; an
+ * emit_log_hook adds the hint to that report when it has none.
+ *
  *-------------------------------------------------------------------------
  */
 #include "trading.h"
@@ -33,6 +38,49 @@ PG_FUNCTION_INFO_V1(trading_decrypt_with_passphrase);
 PG_FUNCTION_INFO_V1(trading_reencrypt);
 PG_FUNCTION_INFO_V1(trading_envelope_info);
 PG_FUNCTION_INFO_V1(trading_key_versions);
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/* Does msg hold name as a word of its own (after a space, before the end
+ * or a space)?  Another hook may have appended to the message. */
+static bool
+message_names(const char *msg, const char *name)
+{
+	size_t		n = strlen(name);
+
+	for (const char *p = strstr(msg, name); p != NULL; p = strstr(p + 1, name))
+		if (p > msg && p[-1] == ' ' && (p[n] == '\0' || p[n] == ' '))
+			return true;
+	return false;
+}
+
+/* "permission denied for function encrypt|decrypt": say which role and
+ * which function a passphrase needs */
+static void
+crypto_emit_log_hook(ErrorData *edata)
+{
+	if (edata->elevel >= ERROR && edata->hint == NULL &&
+		edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE &&
+		edata->message_id != NULL && edata->message != NULL &&
+		strcmp(edata->message_id, "permission denied for function %s") == 0)
+	{
+		if (message_names(edata->message, "encrypt"))
+			edata->hint = pstrdup("The server-key form trading.encrypt(data [, aad]) needs trading_admin; "
+								  "with a passphrase, call trading.encrypt_with_passphrase(data, passphrase).");
+		else if (message_names(edata->message, "decrypt"))
+			edata->hint = pstrdup("The server-key form trading.decrypt(data [, aad]) needs trading_admin; "
+								  "with a passphrase, call trading.decrypt_with_passphrase(data, passphrase).");
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+void
+crypto_sql_init(void)
+{
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = crypto_emit_log_hook;
+}
 
 /* longest passphrase accepted, in bytes */
 #define PASSPHRASE_MAX	1024

@@ -47,9 +47,15 @@ SELECT pg_temp.err($$SELECT trading.encrypt_with_passphrase('x'::bytea, 'regress
 SELECT pg_temp.err($$SET trading.pbkdf2_iterations = 10000000$$) AS analyst_sets_iterations;
 -- the ambiguous 1.0 overload still works for 1.0 callers, with a WARNING
 SELECT length(trading.encrypt('x'::bytea, 'acct:7')) = 57 AS deprecated_still_works;
--- the server-key form stays trading_admin's (PostgreSQL's own permission
--- error cannot carry a hint: docs/ENCRYPTION.md says which role it needs)
+-- the server-key form stays trading_admin's; PostgreSQL's own permission
+-- error gets a hint saying so (added when the error is reported)
 SELECT pg_temp.err($$SELECT trading.encrypt('x'::bytea)$$) AS analyst_server_key;
+\set VERBOSITY default
+SELECT trading.encrypt('x'::bytea);
+SELECT trading.decrypt('\x00'::bytea);
+-- other permission errors keep theirs (none)
+SELECT trading.encrypt_text('x');
+\set VERBOSITY terse
 RESET ROLE;
 
 -- ---- trading.key_command: hidden from pg_read_all_settings too ----
