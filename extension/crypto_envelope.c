@@ -211,8 +211,8 @@ gcm_update(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *in,
 
 static TenvStatus
 seal_with(EVP_CIPHER_CTX *c, unsigned char *env,
-			   const unsigned char *pt, size_t len,
-			   const unsigned char *aad, size_t aadlen)
+		  const unsigned char *pt, size_t len,
+		  const unsigned char *aad, size_t aadlen)
 {
 	unsigned char *ct = env + TENV_HEADER_LEN;
 	int			outl;
@@ -234,7 +234,7 @@ seal_with(EVP_CIPHER_CTX *c, unsigned char *env,
 
 static TenvStatus
 open_with(EVP_CIPHER_CTX *c, const unsigned char *env, const TenvHeader *h,
-			   const unsigned char *aad, size_t aadlen, unsigned char *out)
+		  const unsigned char *aad, size_t aadlen, unsigned char *out)
 {
 	const unsigned char *ct = env + TENV_HEADER_LEN;
 	size_t		len = h->ciphertext_len;
