@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Demo part of the broker worker (run by scripts/demo.sh as the postgres
 # user, with PGHOST/PGPORT/DEMO_DIR/TRADING_SRC set): start the paper
-# broker, set a session, add a watchlist, place a few paper orders, and show
+# broker, set a session, add a watchlist, place a few orders through SQL
+# (demo/orders.sql: a risk refusal, the kill switch, the order book), and show
 # the tables filling, the worker's status and the metrics.
 set -euo pipefail
 PB=$(command -v paper-broker || echo "${TRADING_SRC:-.}/broker/paper-broker")
 API=http://127.0.0.1:18765
 ADMIN=http://127.0.0.1:18766
-AUTH="Authorization: token paper_api_key:paper_access_token"
 psql_() { psql -X -q -v ON_ERROR_STOP=1 -d postgres "$@"; }
 
 "$PB" --port 18765 --admin-port 18766 --tick-ms 250 --quiet \
@@ -20,16 +20,8 @@ echo "paper broker running (pid $pb) on $API"
 psql_ -f "$DEMO_DIR/scripts/worker_session.sql"
 
 echo
-echo "== placing paper orders at the broker (as a strategy would)"
-place() {
-    curl -sf -H 'X-Kite-Version: 3' -H "$AUTH" -X POST "$API/orders/regular" \
-        --data "exchange=NSE&product=MIS&$1" | sed 's/^/   /'
-    echo
-}
-place "tradingsymbol=INFY&transaction_type=BUY&order_type=MARKET&quantity=10"
-place "tradingsymbol=SBIN&transaction_type=BUY&order_type=MARKET&quantity=25"
-place "tradingsymbol=RELIANCE&transaction_type=BUY&order_type=LIMIT&quantity=5&price=1"
-place "tradingsymbol=INFY&transaction_type=SELL&order_type=MARKET&quantity=4"
-sleep 3
+echo "== placing orders through SQL (the order sender sends them after COMMIT)"
+psql_ -v ON_ERROR_STOP=0 -f "$DEMO_DIR/scripts/orders.sql"
+sleep 2
 
 psql_ -f "$DEMO_DIR/scripts/worker_show.sql"

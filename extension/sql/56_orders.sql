@@ -322,6 +322,27 @@ BEGIN
 END
 $$;
 
+-- _order_check as a child operation "order.risk_check" of the request; a
+-- refusal also ends the request's operation (the caller's transaction
+-- rolls back, the events stay).
+CREATE FUNCTION @extschema@._order_checked(r @extschema@.order_requests)
+    RETURNS void LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    op uuid := gen_random_uuid();
+BEGIN
+    PERFORM @extschema@._correlation_emit_begin(op, r.correlation_id, 'order.risk_check', '{}');
+    BEGIN
+        PERFORM @extschema@._order_check(r);
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM @extschema@._correlation_emit_end(op, 'error', SQLSTATE || ': ' || left(SQLERRM, 200));
+        RAISE;
+    END;
+    PERFORM @extschema@._correlation_emit_end(op, 'ok', NULL);
+END
+$$;
+
 -- BEFORE INSERT: defaults the trader does not set, the tag, the checks.
 CREATE FUNCTION @extschema@._order_before_insert() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -345,7 +366,10 @@ BEGIN
     NEW.updated_at := now();
     NEW.requested_by := session_user;
     NEW.tag := 'TR' || NEW.id;
-    NEW.correlation_id := coalesce(@extschema@.current_correlation_id(), gen_random_uuid());
+    -- the request is an operation of its own (child of the caller's, if
+    -- any): the sender's attempts, the checks and the reconciliation are
+    -- its children; it ends when the request reaches a final state
+    NEW.correlation_id := gen_random_uuid();
     IF NEW.kind = 'place' THEN
         NEW.order_id := NULL;
         IF NEW.exchange IS NULL OR NEW.tradingsymbol IS NULL OR NEW.transaction_type IS NULL
@@ -384,8 +408,25 @@ BEGIN
     ELSIF NEW.valid_until IS NULL THEN
         NEW.valid_until := now() + pg_catalog.current_setting('trading.order_validity')::interval;
     END IF;
-    PERFORM @extschema@._order_check(NEW);
+    PERFORM @extschema@._correlation_emit_begin(NEW.correlation_id, @extschema@.current_correlation_id(),
+        'order.request', jsonb_build_object('id', NEW.id, 'kind', NEW.kind, 'tag', NEW.tag)::text);
+    PERFORM @extschema@._order_checked(NEW);
     RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION @extschema@._order_final() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.correlation_id IS NOT NULL THEN
+        PERFORM @extschema@._correlation_emit_end(NEW.correlation_id,
+            CASE WHEN NEW.state = 'placed' THEN 'ok' ELSE 'error' END,
+            CASE WHEN NEW.state = 'placed' THEN NULL
+                 ELSE NEW.state || coalesce(': ' || left(NEW.state_reason, 200), '') END);
+    END IF;
+    RETURN NULL;
 END
 $$;
 
@@ -393,6 +434,10 @@ CREATE TRIGGER order_requests_before_insert BEFORE INSERT ON @extschema@.order_r
     FOR EACH ROW EXECUTE FUNCTION @extschema@._order_before_insert();
 CREATE TRIGGER order_requests_wake AFTER INSERT OR UPDATE OF state ON @extschema@.order_requests
     FOR EACH ROW WHEN (NEW.state = 'pending') EXECUTE FUNCTION @extschema@._order_wake();
+CREATE TRIGGER order_requests_final AFTER UPDATE OF state ON @extschema@.order_requests
+    FOR EACH ROW WHEN (NEW.state IS DISTINCT FROM OLD.state
+                       AND NEW.state IN ('risk_rejected', 'halted', 'expired', 'placed', 'rejected', 'failed'))
+    EXECUTE FUNCTION @extschema@._order_final();
 
 -- ---------------------------------------------------------------------
 -- The trader's functions
@@ -694,7 +739,7 @@ BEGIN
               WHERE o.id = ANY (ids) AND o.state = 'pending' ORDER BY o.id FOR UPDATE
     LOOP
         BEGIN
-            PERFORM @extschema@._order_check(r);
+            PERFORM @extschema@._order_checked(r);
         EXCEPTION WHEN OTHERS THEN
             UPDATE @extschema@.order_requests o
                SET state = CASE WHEN SQLSTATE IN ('TR601', 'TR602', 'TR608', 'TR620') THEN 'halted'
@@ -835,6 +880,8 @@ AS $$
 DECLARE
     n integer := 0;
     k integer;
+    rec record;
+    op uuid;
 BEGIN
     IF jsonb_typeof(book) <> 'array' THEN
         RAISE EXCEPTION USING ERRCODE = 'TR618', MESSAGE = 'the order book is not an array';
@@ -847,6 +894,20 @@ BEGIN
       FROM jsonb_array_elements(book) e
      WHERE jsonb_typeof(e) = 'object' AND jsonb_typeof(e->'order_id') = 'string'
        AND jsonb_typeof(e->'tag') = 'string';
+
+    -- a child operation "order.reconcile" of each request this book settles
+    FOR rec IN SELECT r.correlation_id, r.tag,
+                      EXISTS (SELECT FROM _order_book b WHERE b.tag = r.tag) AS found
+                 FROM @extschema@.order_requests r
+                WHERE r.state = 'unknown' AND r.correlation_id IS NOT NULL
+                  AND (r.unknown_since + settle <= fetched_at
+                       OR EXISTS (SELECT FROM _order_book b WHERE b.tag = r.tag))
+    LOOP
+        op := gen_random_uuid();
+        PERFORM @extschema@._correlation_emit_begin(op, rec.correlation_id, 'order.reconcile',
+            jsonb_build_object('tag', rec.tag, 'found', rec.found)::text);
+        PERFORM @extschema@._correlation_emit_end(op, 'ok', NULL);
+    END LOOP;
 
     -- placements: found by tag
     UPDATE @extschema@.order_requests r
@@ -995,9 +1056,6 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.retry_order(bigint),
     @extschema@.halt(text, text, boolean),
     @extschema@.heartbeat(text, interval),
-    @extschema@._order_require_primary(text),
-    @extschema@._order_check(@extschema@.order_requests),
-    @extschema@._order_exposure(text, text, bigint),
-    @extschema@._order_fail(text, text, text)
+    @extschema@._order_require_primary(text)
     TO trading_trader;
 GRANT EXECUTE ON FUNCTION @extschema@.resume() TO trading_admin;
