@@ -484,8 +484,12 @@ typedef struct ApplyArgs
 	Oid			argtypes[3];
 	Datum		values[3];
 	bool		legacy;			/* a 1.0 install: roll back a non-2xx success */
-	const char *json;			/* if set: parsed into values[0] (jsonb) */
-	Size		json_len;
+	const char *body;			/* the broker's bytes: made into values[body_arg]
+								 * inside the transaction (as jsonb when
+								 * body_jsonb), where an error is caught */
+	Size		body_len;
+	int			body_arg;
+	bool		body_jsonb;
 	long		http_status;
 	BrokerApplyResult *result;
 	MemoryContext cxt;			/* the caller's */
@@ -523,10 +527,13 @@ apply_body(void *arg)
 	BrokerApplyResult *res = a->result;
 	bool		broker_error = false;
 
-	/* the jsonb datum is made inside the transaction (parsing can fail) */
-	if (a->json)
-		a->values[0] = DirectFunctionCall1(jsonb_in,
-										   CStringGetDatum(pnstrdup(a->json, a->json_len)));
+	/* the body's datum is made here: allocation and parsing can fail */
+	if (a->body_jsonb)
+		a->values[a->body_arg] = DirectFunctionCall1(jsonb_in,
+													 CStringGetDatum(pnstrdup(a->body, a->body_len)));
+	else
+		a->values[a->body_arg] = PointerGetDatum(cstring_to_text_with_len(a->body,
+																		  (int) a->body_len));
 	if (SPI_execute_with_args(a->sql, a->nargs, a->argtypes, a->values, NULL,
 							  false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "the broker response path returned no result");
@@ -671,10 +678,11 @@ broker_apply_body(const char *endpoint, const char *body, Size len,
 	a.argtypes[1] = TEXTOID;
 	a.argtypes[2] = INT4OID;
 	a.values[0] = CStringGetTextDatum(endpoint);
-	a.values[1] = PointerGetDatum(cstring_to_text_with_len(body, (int) len));
+	a.body = body;
+	a.body_len = len;
+	a.body_arg = 1;
 	a.values[2] = Int32GetDatum((int32) http_status);
 	run_apply(&a);
-	pfree(DatumGetPointer(a.values[1]));
 }
 
 void
@@ -692,9 +700,9 @@ broker_apply_text(const char *sql, const char *text, Size len,
 	a.sql = sql;
 	a.nargs = 1;
 	a.argtypes[0] = TEXTOID;
-	a.values[0] = PointerGetDatum(cstring_to_text_with_len(text, (int) len));
+	a.body = text;
+	a.body_len = len;
 	run_apply(&a);
-	pfree(DatumGetPointer(a.values[0]));
 }
 
 void
@@ -706,8 +714,9 @@ broker_apply_orders_json(const char *json, Size len, BrokerApplyResult *result)
 	if (!body_acceptable(json, len, result))
 		return;
 	memset(&a, 0, sizeof(a));
-	a.json = json;
-	a.json_len = len;
+	a.body = json;
+	a.body_len = len;
+	a.body_jsonb = true;
 	a.result = result;
 	a.http_status = 200;
 	a.sql = "SELECT r.kind, r.name, r.detail FROM trading._apply_orders($1) r";
