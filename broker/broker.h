@@ -88,6 +88,7 @@ enum rl_class
 	RL_QUOTE = 0,
 	RL_ORDER,
 	RL_OTHER,
+	RL_HISTORICAL,
 	RL_NCLASSES
 };
 
@@ -101,6 +102,7 @@ enum ep_class					/* endpoint class, for stats and fault scoping */
 	EP_QUOTE,
 	EP_INSTRUMENTS,
 	EP_UNKNOWN,
+	EP_HISTORICAL,
 	EP_NCLASSES
 };
 extern const char *const ep_class_names[EP_NCLASSES];
@@ -161,6 +163,8 @@ typedef struct instrument
 	double		last_trade_time;
 	bool		tradable;
 	long		freeze_qty;		/* exchange freeze quantity, 0 = none */
+	char		instrument_type[8];	/* EQ, FUT, CE, PE, ... ('' if absent) */
+	double		expiry;			/* epoch of the expiry date, 0 = none */
 	char	   *csv_line;		/* original CSV row */
 } instrument;
 
@@ -185,6 +189,11 @@ void		h_quote(struct req *r, char **args, reply *rp);
 void		h_quote_ltp(struct req *r, char **args, reply *rp);
 void		h_quote_ohlc(struct req *r, char **args, reply *rp);
 void		h_instruments(struct req *r, char **args, reply *rp);
+
+/* ---- historical.c ---- */
+int			historical_set_max_days(const char *spec, char *err, size_t errlen);
+void		h_historical(struct req *r, char **args, reply *rp);
+void		historical_stats_json(jbuf *j);	/* needs g_lock */
 
 /* ---- orders.c ---- */
 void		orders_reset(void);
@@ -336,6 +345,8 @@ typedef struct config
 	long		rl_order_per_s;
 	long		rl_order_per_min;
 	long		rl_order_per_day;
+	long		rl_historical_per_s;
+	long		synthetic_instruments;	/* extra generated instrument rows */
 	long		max_modifications;
 	faults		faults;
 	char	   *log_path;

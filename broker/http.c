@@ -22,9 +22,10 @@
 #include <unistd.h>
 
 const char *const ep_class_names[EP_NCLASSES] = {
-	"session", "user", "portfolio", "orders", "order_write", "quote", "instruments", "unknown"
+	"session", "user", "portfolio", "orders", "order_write", "quote", "instruments", "unknown",
+	"historical"
 };
-const char *const rl_class_names[RL_NCLASSES] = {"quote", "order", "other"};
+const char *const rl_class_names[RL_NCLASSES] = {"quote", "order", "other", "historical"};
 
 typedef void (*handler_fn) (struct req *r, char **args, reply *rp);
 
@@ -59,6 +60,7 @@ static const route routes[] = {
 	{"GET", "/quote/ohlc", "GET /quote/ohlc", EP_QUOTE, RL_QUOTE, true, h_quote_ohlc},
 	{"GET", "/instruments", "GET /instruments", EP_INSTRUMENTS, RL_OTHER, false, h_instruments},
 	{"GET", "/instruments/{}", "GET /instruments/{}", EP_INSTRUMENTS, RL_OTHER, false, h_instruments},
+	{"GET", "/instruments/historical/{}/{}", "GET /instruments/historical/{}/{}", EP_HISTORICAL, RL_HISTORICAL, true, h_historical},
 };
 
 struct server

@@ -61,6 +61,7 @@ enum
 	O_TOKEN_EXPIRES_AT, O_TOKEN_TTL, O_SEED, O_INSTRUMENTS, O_TICK_MS, O_VOLATILITY,
 	O_CASH, O_COMMODITY_CASH, O_MIS_MARGIN, O_HOLDING, O_TLS_CERT, O_TLS_KEY,
 	O_RATE_QUOTE, O_RATE_OTHER, O_RATE_ORDERS, O_RATE_ORDERS_MIN, O_RATE_ORDERS_DAY,
+	O_RATE_HISTORICAL, O_HIST_MAX_DAYS, O_SYNTHETIC,
 	O_NO_RATE_LIMIT, O_MAX_MODS, O_FAULT, O_LOG, O_QUIET, O_THREADS, O_IDLE_TIMEOUT,
 	O_REQUIRE_VERSION, O_HELP, O_VERSION, O_WS, O_ADMIN_TOKEN
 };
@@ -96,6 +97,9 @@ static const struct option long_opts[] = {
 	{"rate-orders", required_argument, NULL, O_RATE_ORDERS},
 	{"rate-orders-min", required_argument, NULL, O_RATE_ORDERS_MIN},
 	{"rate-orders-day", required_argument, NULL, O_RATE_ORDERS_DAY},
+	{"rate-historical", required_argument, NULL, O_RATE_HISTORICAL},
+	{"historical-max-days", required_argument, NULL, O_HIST_MAX_DAYS},
+	{"synthetic-instruments", required_argument, NULL, O_SYNTHETIC},
 	{"no-rate-limit", no_argument, NULL, O_NO_RATE_LIMIT},
 	{"max-modifications", required_argument, NULL, O_MAX_MODS},
 	{"latency-ms", required_argument, NULL, O_FAULT},
@@ -180,6 +184,9 @@ usage(FILE *f)
 			"Rate limits (0 = unlimited):\n"
 			"  --rate-quote N (1/s)  --rate-other N (10/s)  --rate-orders N (10/s)\n"
 			"  --rate-orders-min N (200)  --rate-orders-day N (3000)  --no-rate-limit\n"
+			"  --rate-historical N (3/s)\n"
+			"  --historical-max-days minute=60,3minute=100,...  largest range per request\n"
+			"  --synthetic-instruments N  add N generated instruments (load tests)\n"
 			"Faults (rates are probabilities in [0,1]):\n"
 			"  --latency-ms N  --latency-jitter-ms N  --fail-rate R  --fail-codes 500,502,503,504\n"
 			"  --rate429 R  --error200-rate R  --html-rate R  --html-status N (502)\n"
@@ -256,6 +263,7 @@ defaults(void)
 	g_cfg.rl_order_per_s = 10;
 	g_cfg.rl_order_per_min = 200;
 	g_cfg.rl_order_per_day = 3000;
+	g_cfg.rl_historical_per_s = 3;
 	g_cfg.max_modifications = 25;
 	g_cfg.idle_timeout = 60;
 	g_cfg.faults.fail_codes[0] = 500;
@@ -353,7 +361,14 @@ parse_args(int argc, char **argv, char **holdings, int *nholdings)
 			case O_RATE_ORDERS: g_cfg.rl_order_per_s = num_arg(name, optarg, 0); break;
 			case O_RATE_ORDERS_MIN: g_cfg.rl_order_per_min = num_arg(name, optarg, 0); break;
 			case O_RATE_ORDERS_DAY: g_cfg.rl_order_per_day = num_arg(name, optarg, 0); break;
+			case O_RATE_HISTORICAL: g_cfg.rl_historical_per_s = num_arg(name, optarg, 0); break;
+			case O_HIST_MAX_DAYS:
+				if (historical_set_max_days(optarg, err, sizeof(err)) != 0)
+					die("--%s: %s", name, err);
+				break;
+			case O_SYNTHETIC: g_cfg.synthetic_instruments = num_arg(name, optarg, 0); break;
 			case O_NO_RATE_LIMIT:
+				g_cfg.rl_historical_per_s = 0;
 				g_cfg.rl_quote_per_s = g_cfg.rl_other_per_s = g_cfg.rl_order_per_s = 0;
 				g_cfg.rl_order_per_min = g_cfg.rl_order_per_day = 0;
 				break;

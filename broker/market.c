@@ -197,6 +197,112 @@ instrument_init(instrument *in, double csv_price)
 	in->last_trade_time = now_epoch();
 }
 
+/* optional columns: instrument_type, expiry (-1 when absent) */
+static int	col_type = -1, col_expiry = -1;
+
+/* add one CSV data row (modified in place); cols are the six needed ones */
+static void
+add_line(char *line, const int *col)
+{
+	char	   *f[32];
+	char	   *copy;
+	instrument *in;
+	int			nf;
+	static int	cap = 0;
+
+	if (!insts)
+		cap = 0;
+	line[strcspn(line, "\r")] = '\0';
+	if (!*line)
+		return;
+	copy = strdup(line);
+	nf = csv_split(line, f, 32);
+	for (int c = 0; c < 6; c++)
+		if (nf <= col[c])
+		{
+			free(copy);
+			return;
+		}
+	insts = grow_array(insts, ninst, &cap, sizeof(instrument), 256);
+	in = &insts[ninst];
+	memset(in, 0, sizeof(*in));
+	in->csv_line = copy;
+	in->token = atol(f[col[0]]);
+	snprintf(in->tradingsymbol, sizeof(in->tradingsymbol), "%s", f[col[1]]);
+	snprintf(in->exchange, sizeof(in->exchange), "%s", f[col[2]]);
+	snprintf(in->segment, sizeof(in->segment), "%s", f[col[3]]);
+	snprintf(in->key, sizeof(in->key), "%s:%s", in->exchange, in->tradingsymbol);
+	in->tick = atof(f[col[5]]);
+	if (in->tick <= 0)
+		in->tick = 0.05;
+	in->tradable = strcmp(in->segment, "INDICES") != 0;
+	in->csv_price = atof(f[col[4]]);
+	if (col_type >= 0 && nf > col_type)
+		snprintf(in->instrument_type, sizeof(in->instrument_type), "%s", f[col_type]);
+	if (col_expiry >= 0 && nf > col_expiry && f[col_expiry][0])
+		parse_ist(f[col_expiry], &in->expiry);
+	ninst++;
+}
+
+/*
+ * --synthetic-instruments N: N generated rows in the dump's format (NSE
+ * equities SYN000001.., and every fourth a future with an expiry), for
+ * load tests of a 100k-row instrument master.
+ */
+static void
+add_synthetic(const int *col, int nf_header, char **names_in_order)
+{
+	char		line[512];
+
+	for (long i = 1; i <= g_cfg.synthetic_instruments; i++)
+	{
+		bool		fut = i % 4 == 0;
+		char	   *out = line;
+		size_t		room = sizeof(line);
+
+		/* fields in the header's order */
+		for (int c = 0; c < nf_header; c++)
+		{
+			const char *n = names_in_order[c];
+			int			w;
+
+			if (strcmp(n, "instrument_token") == 0)
+				w = snprintf(out, room, "%ld", 90000000L + i);
+			else if (strcmp(n, "exchange_token") == 0)
+				w = snprintf(out, room, "%ld", 350000L + i);
+			else if (strcmp(n, "tradingsymbol") == 0)
+				w = snprintf(out, room, fut ? "SYN%06ldFUT" : "SYN%06ld", i);
+			else if (strcmp(n, "name") == 0)
+				w = snprintf(out, room, "\"SYNTHETIC, %ld\"", i);
+			else if (strcmp(n, "last_price") == 0 || strcmp(n, "strike") == 0)
+				w = snprintf(out, room, "0.0");
+			else if (strcmp(n, "expiry") == 0)
+				w = snprintf(out, room, "%s", fut ? "2030-12-26" : "");
+			else if (strcmp(n, "tick_size") == 0)
+				w = snprintf(out, room, "0.05");
+			else if (strcmp(n, "lot_size") == 0)
+				w = snprintf(out, room, "%d", fut ? 50 : 1);
+			else if (strcmp(n, "instrument_type") == 0)
+				w = snprintf(out, room, "%s", fut ? "FUT" : "EQ");
+			else if (strcmp(n, "segment") == 0)
+				w = snprintf(out, room, "%s", fut ? "NFO-FUT" : "NSE");
+			else if (strcmp(n, "exchange") == 0)
+				w = snprintf(out, room, "%s", fut ? "NFO" : "NSE");
+			else
+				w = 0;
+			out += w;
+			room -= w;
+			if (c + 1 < nf_header)
+			{
+				*out++ = ',';
+				room--;
+			}
+		}
+		*out = '\0';
+		add_line(line, col);
+	}
+}
+
 int
 market_load(const char *path, char *err, size_t errlen)
 {
@@ -204,7 +310,8 @@ market_load(const char *path, char *err, size_t errlen)
 	char	   *data = read_file(path, &len);
 	char	   *line, *save = NULL;
 	char	   *f[32];
-	int			col[12], nf, cap = 0;
+	char	   *header_copy;
+	int			col[6], nf;
 	static const char *const names[] = {
 		"instrument_token", "tradingsymbol", "exchange", "segment", "last_price", "tick_size"
 	};
@@ -223,7 +330,16 @@ market_load(const char *path, char *err, size_t errlen)
 	}
 	line[strcspn(line, "\r")] = '\0';
 	csv_header = strdup(line);
-	nf = csv_split(line, f, 32);
+	header_copy = strdup(line);
+	nf = csv_split(header_copy, f, 32);
+	col_type = col_expiry = -1;
+	for (int i = 0; i < nf; i++)
+	{
+		if (strcmp(f[i], "instrument_type") == 0)
+			col_type = i;
+		if (strcmp(f[i], "expiry") == 0)
+			col_expiry = i;
+	}
 	for (int c = 0; c < 6; c++)
 	{
 		col[c] = -1;
@@ -233,42 +349,15 @@ market_load(const char *path, char *err, size_t errlen)
 		if (col[c] < 0)
 		{
 			snprintf(err, errlen, "instruments file lacks column %s", names[c]);
+			free(header_copy);
 			free(data);
 			return -1;
 		}
 	}
 	while ((line = strtok_r(NULL, "\n", &save)))
-	{
-		char	   *copy;
-		instrument *in;
-
-		line[strcspn(line, "\r")] = '\0';
-		if (!*line)
-			continue;
-		copy = strdup(line);
-		nf = csv_split(line, f, 32);
-		if (nf <= col[0] || nf <= col[1] || nf <= col[2] || nf <= col[3]
-			|| nf <= col[4] || nf <= col[5])
-		{
-			free(copy);
-			continue;
-		}
-		insts = grow_array(insts, ninst, &cap, sizeof(instrument), 256);
-		in = &insts[ninst];
-		memset(in, 0, sizeof(*in));
-		in->csv_line = copy;
-		in->token = atol(f[col[0]]);
-		snprintf(in->tradingsymbol, sizeof(in->tradingsymbol), "%s", f[col[1]]);
-		snprintf(in->exchange, sizeof(in->exchange), "%s", f[col[2]]);
-		snprintf(in->segment, sizeof(in->segment), "%s", f[col[3]]);
-		snprintf(in->key, sizeof(in->key), "%s:%s", in->exchange, in->tradingsymbol);
-		in->tick = atof(f[col[5]]);
-		if (in->tick <= 0)
-			in->tick = 0.05;
-		in->tradable = strcmp(in->segment, "INDICES") != 0;
-		in->csv_price = atof(f[col[4]]);
-		ninst++;
-	}
+		add_line(line, col);
+	add_synthetic(col, nf, f);
+	free(header_copy);
 	free(data);
 	for (int i = 0; i < ninst; i++)
 		instrument_init(&insts[i], insts[i].csv_price);

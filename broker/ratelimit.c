@@ -5,7 +5,8 @@
  * requests it admitted: a request passes when every window of its class
  * has admitted fewer than `limit` requests in the last `span` seconds.
  * Classes and defaults (all configurable, 0 = unlimited): quote 1/s; order
- * placement 10/s, 200/min and 3000/day; everything else 10/s together.
+ * placement 10/s, 200/min and 3000/day; historical candles 3/s; everything
+ * else 10/s together.
  * Refused requests are not counted against the window; the caller answers
  * them with 429 NetworkException "Too many requests" and counts them.
  */
@@ -25,7 +26,7 @@ typedef struct window
 
 enum
 {
-	W_QUOTE_S, W_OTHER_S, W_ORDER_S, W_ORDER_MIN, W_ORDER_DAY, W_N
+	W_QUOTE_S, W_OTHER_S, W_ORDER_S, W_ORDER_MIN, W_ORDER_DAY, W_HIST_S, W_N
 };
 
 static window windows[W_N];
@@ -50,6 +51,7 @@ ratelimit_init(void)
 	window_init(&windows[W_ORDER_S], "order/s", g_cfg.rl_order_per_s, 1);
 	window_init(&windows[W_ORDER_MIN], "order/min", g_cfg.rl_order_per_min, 60);
 	window_init(&windows[W_ORDER_DAY], "order/day", g_cfg.rl_order_per_day, 86400);
+	window_init(&windows[W_HIST_S], "historical/s", g_cfg.rl_historical_per_s, 1);
 }
 
 void
@@ -106,6 +108,9 @@ ratelimit_allow(enum rl_class c, const char **which)
 			set[n++] = W_ORDER_S;
 			set[n++] = W_ORDER_MIN;
 			set[n++] = W_ORDER_DAY;
+			break;
+		case RL_HISTORICAL:
+			set[n++] = W_HIST_S;
 			break;
 		default:
 			set[n++] = W_OTHER_S;

@@ -199,6 +199,7 @@ stats_json(jbuf *j)
 	for (int i = 0; i < RL_NCLASSES; i++)
 		j_kint(j, rl_class_names[i], (long long) S.ratelimited[i]);
 	j_end_obj(j);
+	historical_stats_json(j);
 	j_kobj(j, "http_429");
 	j_kint(j, "total", (long long) (rl_total + S.inj_rate429));
 	j_kint(j, "rate_limit", (long long) rl_total);

@@ -39,6 +39,7 @@ static const TradingShmemModule shmem_modules[] = {
 	{"broker_worker", broker_worker_shmem_request, broker_worker_shmem_startup},
 	{"ticker", ticker_shmem_request, ticker_shmem_startup},
 	{"orders", order_sender_shmem_request, order_sender_shmem_startup},
+	{"market", market_shmem_request, market_shmem_startup},
 };
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;

@@ -40,6 +40,7 @@ _PG_init(void)
 	ticker_init();
 	order_sender_init();
 	history_init();
+	market_worker_init();
 
 	MarkGUCPrefixReserved("trading");
 

@@ -100,6 +100,9 @@ extern void order_sender_init(void);
 extern void order_sender_shmem_request(void);
 extern void order_sender_shmem_startup(void);
 extern void history_init(void);
+extern void market_worker_init(void);
+extern void market_shmem_request(void);
+extern void market_shmem_startup(void);
 
 /* shmem.c */
 extern void trading_shmem_install_hooks(void);

@@ -200,19 +200,22 @@ load_config_body(void *arg)
 	}
 
 	/*
-	 * watchlist: batches per mode, within the per-call and URL limits. While
-	 * the ticker streams, the instruments it streams are not polled
-	 * (ticker.c); its 'quote' mode is polled as full.  Instruments the broker
-	 * refused (1.1: refused_at) are skipped.
+	 * watchlist: batches per mode, within the per-call and URL limits.
+	 * While the ticker streams, the instruments it streams are not polled
+	 * (ticker.c); its 'quote' mode is polled as full.  Instruments the
+	 * broker refused (1.1: refused_at) are skipped, and so are those the
+	 * instrument master does not list (1.1: unknown_since, see
+	 * 52_instruments.sql).
 	 */
 	if (SPI_execute(ticker_streaming() ?
 					"SELECT w.instrument, CASE w.mode WHEN 'quote' THEN 'full' ELSE w.mode END AS m "
-					"FROM trading.watchlist w WHERE w.refused_at IS NULL AND NOT EXISTS "
-					"(SELECT 1 FROM trading.ticker_watchlist t "
+					"FROM trading.watchlist w WHERE w.refused_at IS NULL AND w.unknown_since IS NULL "
+					"AND NOT EXISTS (SELECT 1 FROM trading.ticker_watchlist t "
 					"WHERE t.instrument OPERATOR(pg_catalog.=) w.instrument) ORDER BY m, w.instrument" :
 					broker_apply_ext_version >= 110 ?
 					"SELECT instrument, CASE mode WHEN 'quote' THEN 'full' ELSE mode END AS m "
-					"FROM trading.watchlist WHERE refused_at IS NULL ORDER BY m, instrument" :
+					"FROM trading.watchlist WHERE refused_at IS NULL AND unknown_since IS NULL "
+					"ORDER BY m, instrument" :
 					"SELECT instrument, CASE mode WHEN 'quote' THEN 'full' ELSE mode END AS m "
 					"FROM trading.watchlist ORDER BY m, instrument",
 					true, 0) != SPI_OK_SELECT)

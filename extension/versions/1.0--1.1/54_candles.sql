@@ -1,0 +1,1 @@
+../../sql/54_candles.sql
