@@ -28,7 +28,8 @@ ok($current && $current ne '1.0', "the current version is $current");
 # Both clusters share one server key, so envelopes compare across them.
 my $old = TradingTest::node('old', no_start => 1);
 my $keyfile = $old->basedir . '/server.key';
-$old->append_conf('postgresql.conf', "trading.key_command = '$getkey $keyfile'\n");
+$old->append_conf('postgresql.conf', "trading.key_command = '$getkey $keyfile'\n"
+	. "trading.market_worker = on  # it must wait while 1.0 is installed\n");
 $old->start;
 
 $old->safe_psql('postgres', "CREATE EXTENSION trading VERSION '1.0'");

@@ -27,7 +27,7 @@ my $fx = WorkerTest::FixtureServer->start;
 $fx->serve('/instruments', $csv_all, ctype => 'text/csv');
 
 my $node = WorkerTest::node('market', undef, url => $fx->url,
-	conf => "trading.instruments_refresh_time = '08:45'\n");
+	conf => "trading.market_worker = on\ntrading.instruments_refresh_time = '08:45'\n");
 
 # the table as CSV lines (Kite's column order, NULL as empty), sorted
 sub table_csv

@@ -82,6 +82,7 @@ is($burst, 2, "the broker enforces $RATE historical requests/s");
 # ---- the node ----
 # a SIGKILLed worker makes the postmaster reinitialise, as in production
 my $node = WorkerTest::node('candles', $b, conf => qq{
+trading.market_worker = on
 trading.historical_max_days = '$MAX_DAYS'
 restart_after_crash = on
 });

@@ -50,6 +50,8 @@ PGDLLEXPORT void market_worker_main(Datum main_arg);
 
 MarketShared *market_shared = NULL;
 
+static TimestampTz worker_started_at;
+
 /* GUCs */
 static bool market_worker_enabled = true;
 char	   *market_refresh_time = NULL;
@@ -187,16 +189,19 @@ static void
 due_body(void *arg)
 {
 	DueArgs    *a = (DueArgs *) arg;
-	Datum		args[2];
-	Oid			types[2] = {TEXTOID, INT4OID};
+	Datum		args[3];
+	Oid			types[3] = {TEXTOID, INT4OID, TIMESTAMPTZOID};
 	bool		isnull;
 
 	SPI_execute("SET LOCAL search_path = pg_catalog, pg_temp", false, 0);
 	args[0] = CStringGetTextDatum(market_refresh_time);
 	args[1] = Int32GetDatum(market_clock_offset_s);
+	args[2] = TimestampTzGetDatum(worker_started_at);
 	/*
 	 * The latest occurrence of the refresh time (IST) at the worker's clock
-	 * is due when no successful load started after it (same clock).
+	 * is due when no successful load started after it (same clock); a list
+	 * that was never loaded here (rows inserted by hand) counts as loaded
+	 * when the worker started, so it is replaced at the next occurrence.
 	 */
 	if (SPI_execute_with_args(
 							  "WITH c AS (SELECT (clock_timestamp() + make_interval(secs => $2)) AT TIME ZONE 'Asia/Kolkata' AS now_ist), "
@@ -205,9 +210,9 @@ due_body(void *arg)
 							  "             ELSE date_trunc('day', now_ist) - interval '1 day' + $1::time END AS occ_ist FROM c) "
 							  "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM trading.instruments) THEN 'empty' "
 							  "            WHEN (o.occ_ist AT TIME ZONE 'Asia/Kolkata') > "
-							  "                 coalesce((SELECT max(l.started_at) FROM trading.instrument_loads l WHERE l.error IS NULL), '-infinity') "
+							  "                 coalesce((SELECT max(l.started_at) FROM trading.instrument_loads l WHERE l.error IS NULL), $3) "
 							  "                 + make_interval(secs => $2) THEN 'daily' END FROM o",
-							  2, types, args, NULL, true, 1) != SPI_OK_SELECT)
+							  3, types, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the instrument schedule");
 	{
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -319,6 +324,7 @@ market_worker_main(Datum main_arg)
 	market_shared->procno = MyProc->pgprocno;
 	SpinLockRelease(&market_shared->mutex);
 	on_shmem_exit(worker_exit, (Datum) 0);
+	worker_started_at = GetCurrentTimestamp();
 
 	trading_bgw_connect(&market_shared->database_seen, "trading market data");
 	pgstat_report_appname("trading market data");

@@ -34,6 +34,9 @@ log_line_prefix = '%m [%p] %q%a '
 # tests never reach the real broker: a dead loopback port unless a test
 # points the worker at its paper broker (a later line wins)
 trading.broker_url = 'http://127.0.0.1:9'
+# the market data worker replaces trading.instruments from the broker:
+# only the tests that want it (t/04x) turn it on
+trading.market_worker = off
 });
 	$node->append_conf('postgresql.conf', $opts{conf}) if $opts{conf};
 	return $node if $opts{no_start};
