@@ -100,10 +100,11 @@ for my $fx ([ 'historical_minute.json', 'minute', 'false' ], [ 'historical_oi.js
 	my $json = slurp_file("$mocks/$file");
 	my $candles = decode_json($json)->{data}{candles};
 	# a job the worker cannot run (no session yet): applied by hand
+	my $day = substr($candles->[0][0], 0, 10);
 	my $job = $node->safe_psql('postgres', qq{
 		INSERT INTO trading.backfill_queue (instrument, instrument_token, "interval", from_ts, to_ts, oi,
 		                                    state, chunk_days, requests_total)
-		VALUES ('fixture', 1, '$interval', '2000-01-01', '2000-01-02', $oi, 'running', 60, 1) RETURNING id});
+		VALUES ('fixture', 1, '$interval', '$day 00:00+05:30', '$day 23:59:59+05:30', $oi, 'running', 60, 1) RETURNING id});
 	$json =~ s/'/''/g;
 	is($node->safe_psql('postgres', "SELECT trading._backfill_apply($job, 0, '$json')"),
 		scalar(@$candles), "$file: every candle upserted");

@@ -214,7 +214,7 @@ DECLARE
     q @extschema@.backfill_queue;
     doc jsonb;
     candles jsonb;
-    bad integer;
+    total integer;
     n bigint;
     lo timestamptz;
     hi timestamptz;
@@ -243,11 +243,30 @@ BEGIN
             USING ERRCODE = 'TR502';
     END IF;
     candles := doc->'data'->'candles';
-    -- every candle: [timestamp, open, high, low, close, volume(, oi)], the
-    -- timestamp exactly yyyy-mm-ddThh:mm:ss+hhmm, prices > 0, low <= high
-    SELECT count(*) INTO bad
-      FROM jsonb_array_elements(candles) c
-     WHERE NOT (jsonb_typeof(c) = 'array'
+    total := jsonb_array_length(candles);
+    -- the partitions of the requested range and of the first and last
+    -- candles (Kite sends them in order; one outside both is refused)
+    lo := q.from_ts + make_interval(days => q.chunk_days * chunk);
+    hi := least(lo + make_interval(days => q.chunk_days) - interval '1 second', q.to_ts);
+    IF total > 0 AND (candles->0->>0) ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{4}$' THEN
+        lo := least(lo, (candles->0->>0)::timestamptz);
+    END IF;
+    IF total > 0 AND (candles->-1->>0) ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{4}$' THEN
+        hi := greatest(hi, (candles->-1->>0)::timestamptz);
+    END IF;
+    PERFORM @extschema@._candles_partitions(lo, hi);
+    -- one pass: every candle must be [timestamp, open, high, low, close,
+    -- volume(, oi)], the timestamp exactly yyyy-mm-ddThh:mm:ss+hhmm, prices
+    -- > 0 with low <= high, volume and oi non-negative integers; a candle
+    -- that is not is left out, and then the whole reply is refused
+    BEGIN
+        INSERT INTO @extschema@.candles AS k
+               (instrument_token, "interval", ts, open, high, low, close, volume, oi)
+        SELECT q.instrument_token, q."interval", (c->>0)::timestamptz,
+               (c->>1)::numeric, (c->>2)::numeric, (c->>3)::numeric, (c->>4)::numeric,
+               (c->>5)::bigint, (c->>6)::bigint
+          FROM jsonb_array_elements(candles) c
+         WHERE jsonb_typeof(c) = 'array'
            AND jsonb_array_length(c) IN (6, 7)
            AND jsonb_typeof(c->0) = 'string'
            AND (c->>0) ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{4}$'
@@ -257,31 +276,21 @@ BEGIN
            AND (jsonb_array_length(c) = 6 OR jsonb_typeof(c->6) IN ('number', 'null'))
            AND (c->>1)::numeric > 0 AND (c->>4)::numeric > 0
            AND (c->>3)::numeric > 0 AND (c->>3)::numeric <= (c->>2)::numeric
-           AND (c->>5)::numeric >= 0 AND (c->>5)::numeric = trunc((c->>5)::numeric)
-           AND (c->>5)::numeric < 9.2e18
+           AND (c->>5)::numeric >= 0
            AND coalesce((c->>6)::numeric, 0) >= 0
-           AND coalesce((c->>6)::numeric = trunc((c->>6)::numeric), true)
-           AND coalesce((c->>6)::numeric, 0) < 9.2e18);
-    IF bad > 0 THEN
-        RAISE EXCEPTION 'the historical reply has % malformed candle(s)', bad
+        ON CONFLICT (instrument_token, "interval", ts) DO UPDATE
+           SET open = excluded.open, high = excluded.high, low = excluded.low,
+               close = excluded.close, volume = excluded.volume,
+               oi = coalesce(excluded.oi, k.oi);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR cardinality_violation THEN
+        RAISE EXCEPTION 'the historical reply has a malformed candle: %', SQLERRM
+            USING ERRCODE = 'TR502';
+    END;
+    IF n <> total THEN
+        RAISE EXCEPTION 'the historical reply has % malformed candle(s)', total - n
             USING ERRCODE = 'TR502';
     END IF;
-    SELECT min((c->>0)::timestamptz), max((c->>0)::timestamptz) INTO lo, hi
-      FROM jsonb_array_elements(candles) c;
-    IF lo IS NOT NULL THEN
-        PERFORM @extschema@._candles_partitions(lo, hi);
-    END IF;
-    INSERT INTO @extschema@.candles AS k
-           (instrument_token, "interval", ts, open, high, low, close, volume, oi)
-    SELECT q.instrument_token, q."interval", (c->>0)::timestamptz,
-           (c->>1)::numeric, (c->>2)::numeric, (c->>3)::numeric, (c->>4)::numeric,
-           (c->>5)::bigint, (c->>6)::bigint
-      FROM jsonb_array_elements(candles) c
-    ON CONFLICT (instrument_token, "interval", ts) DO UPDATE
-       SET open = excluded.open, high = excluded.high, low = excluded.low,
-           close = excluded.close, volume = excluded.volume,
-           oi = coalesce(excluded.oi, k.oi);
-    GET DIAGNOSTICS n = ROW_COUNT;
     UPDATE @extschema@.backfill_queue b
        SET requests_done = b.requests_done + 1, rows = b.rows + n, updated_at = now(),
            state = CASE WHEN b.requests_done + 1 >= b.requests_total THEN 'done' ELSE b.state END,
