@@ -16,7 +16,8 @@ source "$src/bench/lib.sh"
 years=${1:-1}
 work=$(mktemp -d)
 chmod 755 "$work"
-trap 'kill $broker_pid 2>/dev/null || true; bench_cluster_stop; rm -rf "$work"' EXIT
+cleanup() { kill "$broker_pid" 2>/dev/null || true; bench_cluster_stop; rm -rf "$work"; }
+trap cleanup EXIT
 
 "$src/broker/paper-broker" --port 0 --admin-port 0 --port-file "$work/port" \
     --admin-port-file "$work/admin" --tick-ms 0 --quiet --log /dev/null &
@@ -27,6 +28,7 @@ admin="http://127.0.0.1:$(cat "$work/admin")"
 
 bench_cluster_start market_candles "trading.broker_url = '$url'
 trading.key_command = 'echo 1:$(printf '5a%.0s' $(seq 32))'"
+trap cleanup EXIT       # bench_cluster_start set its own
 bench_psql -c 'CREATE EXTENSION trading'
 bench_psql -c 'SELECT trading.refresh_instruments()' >/dev/null
 echo "paper broker at 3 historical requests/s; $(nproc) cores; $(date -u +%FT%TZ)"

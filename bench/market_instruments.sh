@@ -15,7 +15,8 @@ rows=${1:-100000}
 rounds=${2:-5}
 work=$(mktemp -d)
 chmod 755 "$work"
-trap 'kill $broker_pid 2>/dev/null || true; bench_cluster_stop; rm -rf "$work"' EXIT
+cleanup() { kill "$broker_pid" 2>/dev/null || true; bench_cluster_stop; rm -rf "$work"; }
+trap cleanup EXIT
 
 "$src/broker/paper-broker" --port 0 --admin-port -1 --port-file "$work/port" \
     --synthetic-instruments "$rows" --tick-ms 0 --quiet --log /dev/null &
@@ -28,6 +29,7 @@ n=$(( $(wc -l < "$work/instruments.csv") - 1 ))
 
 bench_cluster_start market_instruments "trading.broker_url = '$url'
 trading.market_worker = off"
+trap cleanup EXIT       # bench_cluster_start set its own
 bench_psql -c 'CREATE EXTENSION trading'
 echo "$n instruments ($(du -k "$work/instruments.csv" | cut -f1) kB CSV); $(nproc) cores; $(date -u +%FT%TZ)"
 
