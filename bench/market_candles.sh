@@ -75,6 +75,7 @@ CREATE TABLE public.bench_rows AS
       FROM public.bench_reply, jsonb_array_elements(body::jsonb->'data'->'candles') c;
 SQL
 cands=$(bench_psql -At -c 'SELECT count(*) FROM public.bench_rows')
+bench_psql -c "SELECT trading._candles_partitions('2024-01-01', '2024-03-01')" >/dev/null
 job() { bench_psql -At -c "INSERT INTO trading.backfill_queue (instrument, instrument_token, \"interval\", from_ts, to_ts, state, chunk_days, requests_total)
                            VALUES ('bench', $1, 'minute', '2024-01-01', '2024-03-01', 'running', 60, 1) RETURNING id" | head -1; }
 ms() { bench_psql -c '\timing on' -c "$1" | awk '/^Time: / {t=$2} END {print t}'; }
