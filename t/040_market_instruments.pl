@@ -9,15 +9,14 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
-use lib "$FindBin::RealBin";
+use lib "$FindBin::RealBin/lib";
 use HTTP::Tiny;
 use IPC::Run;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use TradingTest;
 use PaperBroker;
-require '060_worker_lib.pm';
+use WorkerTest;
 
 my $mocks = TradingTest::shared_dir() . '/kite-mocks';
 my $csv_all = slurp_file("$mocks/instruments_all.csv");

@@ -14,15 +14,14 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::RealBin/../broker/test";
-use lib "$FindBin::RealBin";
+use lib "$FindBin::RealBin/lib";
 use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 use TradingTest;
 use PaperBroker;
-require '060_worker_lib.pm';
+use WorkerTest;
 
 my $RATE = 3;
 my $MAX_DAYS = 'minute=10,3minute=100,5minute=100,10minute=100,15minute=200,30minute=200,60minute=400,day=2000';
