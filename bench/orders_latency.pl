@@ -28,14 +28,14 @@ use PaperBroker;
 use OrderTest;
 
 my $n = $ENV{ORDERS_BENCH_N} // 300;
-my ($node, $b) = OrderTest::setup('bench', conf => "track_commit_timestamp = on\nlog_statement = none\n");
+my ($node, $pb) = OrderTest::setup('bench', conf => "track_commit_timestamp = on\nlog_statement = none\n");
 OrderTest::fast_limits($node, 1000);
 $node->safe_psql('postgres', "UPDATE trading.poll_intervals SET interval_ms = 1000");
-$b->admin(POST => '/admin/price', instrument => 'NSE:INFY', price => 1000);
+$pb->admin(POST => '/admin/price', instrument => 'NSE:INFY', price => 1000);
 
 # the direct path: one kept-alive connection, each request in one write
 # with TCP_NODELAY (as libcurl sends), the reply read by Content-Length
-my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $b->port, Proto => 'tcp')
+my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $pb->port, Proto => 'tcp')
   or die "connect: $!";
 setsockopt($sock, IPPROTO_TCP, TCP_NODELAY, 1);
 sub direct_post
@@ -99,12 +99,14 @@ $bg->quit;
 
 sub pct
 {
-	my ($a, $p) = @_;
-	my @s = sort { $a <=> $b } @$a;
+	my ($v, $p) = @_;
+	my @s = sort { $a <=> $b } @$v;
 	return $s[ int($p * $#s + 0.5) ];
 }
 my ($d50, $d99, $s50, $s99) = (pct(\@direct, 0.5), pct(\@direct, 0.99), pct(\@sql, 0.5), pct(\@sql, 0.99));
-diag(sprintf("%d orders each. direct kept-alive POST (ms): p50 %.3f p99 %.3f", $n, $d50, $d99));
+my $load = `cat /proc/loadavg`;
+diag(sprintf("%d orders each (load average %s). direct kept-alive POST (ms): p50 %.3f p99 %.3f",
+	$n, (split / /, $load)[0], $d50, $d99));
 diag(sprintf("COMMIT of place_order -> 'placed' committed (ms): p50 %.3f p99 %.3f", $s50, $s99));
 diag(sprintf("overhead over the direct path (ms): p50 %+.3f (target <= 2), p99 %+.3f (target <= 10); ratio p50 %.2fx p99 %.2fx",
 	$s50 - $d50, $s99 - $d99, $s50 / $d50, $s99 / $d99));
