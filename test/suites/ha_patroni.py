@@ -7,7 +7,8 @@ Patroni nodes, a PgBouncer each, HAProxy), with synchronous_mode on:
     25006 naming the read-write frontend.
  2. health checks: idle TCP clients on the leader's REST port, then a
     PgBouncer pool saturated by long queries, never take the leader out of
-    HAProxy (its check never fails).
+    HAProxy (its check never fails); a replica's PgBouncer killed under a
+    reader: the reads go on through the other replica.
  3. node loss under load (pgbench runs, a writer inserts numbered rows
     through the read-write port, a reader reads through the read-only port):
     writes resume (the time is printed; bench/ha_failover.sh measures it
@@ -31,6 +32,7 @@ Prints TAP; exits non-zero when a check fails.
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -297,6 +299,35 @@ def checks(layout, broker):
         t.join(60)
     ok(sleepers_done.count(True) == 24, 'the long queries all finished',
        [x for x in sleepers_done if x is not True][:3])
+
+    # a replica's PgBouncer dies while a reader connects through the
+    # read-only port: the refused connections are redispatched to the other
+    # replica (HAProxy: observe layer4, redispatch), and ha.sh up restarts
+    # the PgBouncer
+    r = replicas[0]
+    with open(os.path.join(layout.dir, 'pid', 'pgbouncer%d.pid' % r)) as f:
+        bouncer_pid = int(f.read().split()[0])
+    reader = Reader(env['HA_DSN_RO'], 'SELECT count(*) FROM trading.worker_status', pause=0.05)
+    reader.start()
+    time.sleep(1)
+    os.kill(bouncer_pid, signal.SIGKILL)
+    t_dead = time.monotonic()
+    time.sleep(4)
+    reader.stop.set()
+    reader.join(30)
+    late = [e for e in reader.errors if e[0] > t_dead + 0.5]
+    note('node%d\'s PgBouncer killed: %d reads, %d failed (%d within 0.5 s of the kill)'
+         % (r, reader.ok, len(reader.errors), len(reader.errors) - len(late)))
+    ok(not late, 'reads through the read-only port go on through the other replica', late[:3])
+    st = layout.haproxy_stat()['trading_ro/node%d_replica' % r]
+    # the check asks Patroni, which is fine, so the server comes back UP
+    # after each mark-down; live traffic finds the refusal and redispatches
+    ok(int(st['wredis'] or 0) > 0,
+       'HAProxy redispatched the refused connections to the other replica (%s retried, %s redispatched)'
+       % (st['wretr'], st['wredis']))
+    layout.run('up')
+    ok(layout.haproxy_stat()['trading_ro/node%d_replica' % r]['status'] == 'UP',
+       'ha.sh up restarted it and the replica serves reads again')
 
     # ---- 3. node loss under load ---------------------------------------
     c = layout.rw()
