@@ -114,6 +114,9 @@ is($node->safe_psql('postgres', 'SELECT trading.refresh_instruments()'), $big_ro
 is($node->safe_psql('postgres',
 	"SELECT count(*) || ':' || sum(lot_size) FROM trading.instruments WHERE tradingsymbol LIKE 'SYN%'"),
 	'100000:' . (75000 + 25000 * 50), 'synthetic rows typed as generated');
+is($node->safe_psql('postgres',
+	"SELECT trigger || ':' || rows || ':' || (finished_at > started_at) FROM trading.instrument_loads ORDER BY id DESC LIMIT 1"),
+	"manual:$big_rows:true", 'the load is recorded from the start of its download to its commit');
 
 # ---- a concurrent reader sees the old or the new list, never a mix ----
 my %sig;

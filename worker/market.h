@@ -17,6 +17,7 @@
 #ifndef TRADING_MARKET_H
 #define TRADING_MARKET_H
 
+#include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 #include "port/atomics.h"
 #include "storage/spin.h"
@@ -63,7 +64,8 @@ extern void market_http_get(const char *url, const char *auth_header,
 							long timeout_ms, MarketResponse *resp);
 
 /* market_instruments.c */
-extern int64 market_load_instruments(const char *trigger, MarketResponse *resp);
+extern int64 market_load_instruments(const char *trigger, MarketResponse *resp,
+									 TimestampTz started);
 extern void market_fetch_instruments(MarketResponse *resp);
 
 /* market_candles.c: the backfill loop's unit of work */

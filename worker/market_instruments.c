@@ -35,6 +35,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(market_refresh_instruments);
 
@@ -155,19 +156,20 @@ copy_dump(Relation rel, MarketResponse *resp)
 
 /*
  * Replace trading.instruments with the dump in resp, check the watchlist
- * and record the load.  Needs a transaction with SPI connected and a
+ * and record the load (started is when its download began).  Needs a transaction with SPI connected and a
  * snapshot.  Returns the rows loaded.
  */
 int64
-market_load_instruments(const char *trigger, MarketResponse *resp)
+market_load_instruments(const char *trigger, MarketResponse *resp,
+						TimestampTz started)
 {
 	Oid			nsp = get_namespace_oid("trading", false);
 	Oid			relid = get_relname_relid("instruments", nsp);
 	Relation	rel;
 	uint64		rows;
 	int			unknown;
-	Datum		args[4];
-	Oid			types[4] = {TEXTOID, INT8OID, INT8OID, INT4OID};
+	Datum		args[5];
+	Oid			types[5] = {TEXTOID, INT8OID, INT8OID, INT4OID, TIMESTAMPTZOID};
 	bool		isnull;
 
 	check_response(resp);
@@ -195,10 +197,11 @@ market_load_instruments(const char *trigger, MarketResponse *resp)
 	args[1] = Int64GetDatum((int64) rows);
 	args[2] = Int64GetDatum((int64) resp->len);
 	args[3] = Int32GetDatum(unknown);
+	args[4] = TimestampTzGetDatum(started);
 	if (SPI_execute_with_args("INSERT INTO trading.instrument_loads "
-							  "(trigger, rows, bytes, unknown_watchlist, finished_at) "
-							  "VALUES ($1, $2, $3, $4, pg_catalog.clock_timestamp())",
-							  4, types, args, NULL, false, 0) != SPI_OK_INSERT)
+							  "(trigger, rows, bytes, unknown_watchlist, started_at, finished_at) "
+							  "VALUES ($1, $2, $3, $4, $5, pg_catalog.clock_timestamp())",
+							  5, types, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the instrument load");
 	return (int64) rows;
 }
@@ -209,12 +212,13 @@ market_refresh_instruments(PG_FUNCTION_ARGS)
 {
 	MarketResponse resp;
 	int64		rows;
+	TimestampTz started = GetCurrentTimestamp();
 
 	trading_check_database();
 	trading_require_primary("loading the instrument master");
 	market_fetch_instruments(&resp);
 	SPI_connect();
-	rows = market_load_instruments("manual", &resp);
+	rows = market_load_instruments("manual", &resp, started);
 	SPI_finish();
 	pfree(resp.body);
 	PG_RETURN_INT64(rows);

@@ -230,6 +230,7 @@ typedef struct LoadArgs
 {
 	const char *trigger;
 	MarketResponse *resp;
+	TimestampTz started;
 	int64		rows;
 } LoadArgs;
 
@@ -239,27 +240,29 @@ load_body(void *arg)
 	LoadArgs   *a = (LoadArgs *) arg;
 
 	SPI_execute("SET LOCAL search_path = pg_catalog, pg_temp", false, 0);
-	a->rows = market_load_instruments(a->trigger, a->resp);
+	a->rows = market_load_instruments(a->trigger, a->resp, a->started);
 }
 
 typedef struct FailArgs
 {
 	const char *trigger;
 	const char *message;
+	TimestampTz started;
 } FailArgs;
 
 static void
 fail_body(void *arg)
 {
 	FailArgs   *a = (FailArgs *) arg;
-	Datum		args[2];
-	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		args[3];
+	Oid			types[3] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
 
 	args[0] = CStringGetTextDatum(a->trigger);
 	args[1] = CStringGetTextDatum(a->message);
-	SPI_execute_with_args("INSERT INTO trading.instrument_loads (trigger, finished_at, error) "
-						  "VALUES ($1, pg_catalog.clock_timestamp(), $2)",
-						  2, types, args, NULL, false, 0);
+	args[2] = TimestampTzGetDatum(a->started);
+	SPI_execute_with_args("INSERT INTO trading.instrument_loads (trigger, started_at, finished_at, error) "
+						  "VALUES ($1, $3, pg_catalog.clock_timestamp(), $2)",
+						  3, types, args, NULL, false, 0);
 }
 
 /* Load the instrument master if due; returns ms until the next check. */
@@ -281,6 +284,7 @@ instruments_tick(MemoryContext cxt)
 	if (!due.trigger)
 		return IDLE_NAP_MS;
 
+	la.started = GetCurrentTimestamp();
 	market_fetch_instruments(&resp);
 	la.trigger = due.trigger;
 	la.resp = &resp;
@@ -289,7 +293,7 @@ instruments_tick(MemoryContext cxt)
 	pfree(resp.body);
 	if (e)
 	{
-		FailArgs	fa = {due.trigger, e->message};
+		FailArgs	fa = {due.trigger, e->message, la.started};
 
 		ereport(LOG,
 				(errmsg("trading market data could not load the instrument master: %s", e->message),
