@@ -53,6 +53,21 @@ refused("SELECT trading.place_order('NSE', 'INFY', 'HOLD', 1)", '23514', 'bad tr
 refused("SELECT trading.place_order('NSE', 'INFY', 'BUY', NULL)", '22004', 'missing quantity');
 refused("SELECT trading.cancel_order('999')", 'TR615', 'cancel of an unknown order');
 
+# ---- Kite: at most 25 modifications per order; a closed order cannot change ----
+my $rest0 = sq("$T SELECT trading.place_order('NSE', 'TCS', 'BUY', 1, 'LIMIT', price => 1.00)");
+OrderTest::wait_final($node, 30);
+my $rest0_oid = sq("SELECT order_id FROM trading.order_requests WHERE id = $rest0");
+sq("$T SELECT trading.modify_order('$rest0_oid', price => " . (1 + $_ * 0.05) . ")") for 1 .. 25;
+refused("SELECT trading.modify_order('$rest0_oid', price => 3.00)", 'TR613', 'the 26th modification');
+OrderTest::wait_final($node, 60);
+is(sq("SELECT count(*) FROM trading.order_requests WHERE kind = 'modify' AND order_id = '$rest0_oid' AND state = 'placed'"),
+	'25', 'the 25 modifications were carried out');
+sq("$T SELECT trading.cancel_order('$rest0_oid')");
+OrderTest::wait_final($node, 30);
+ok($node->poll_query_until('postgres', "SELECT status = 'CANCELLED' FROM trading.orders WHERE order_id = '$rest0_oid'"),
+	'cancelled at the broker, seen by the broker worker');
+refused("SELECT trading.cancel_order('$rest0_oid')", 'TR616', 'a cancelled order cannot be cancelled again');
+
 # ---- limits ----
 sq("$A INSERT INTO trading.risk_limits (scope, key, max_order_quantity) VALUES ('global', '', 100)");
 refused("SELECT trading.place_order('NSE', 'INFY', 'BUY', 101)", 'TR603', 'global max quantity');
