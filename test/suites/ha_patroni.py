@@ -82,7 +82,7 @@ def wait_for(cond, secs=60, step=0.2):
 
 
 # the workers that talk to the broker: they must run on the leader only
-LEADER_ONLY = ('trading broker worker', 'trading ticker', 'trading order sender')
+LEADER_ONLY = ('trading broker worker', 'trading ticker', 'trading order sender', 'trading market data')
 
 
 def broker_worker_pids(layout, i):
