@@ -2,7 +2,8 @@
 # Offline checks of monitoring/ (run by scripts/test.sh from the tree root):
 #   - the Prometheus config, the alert rules and their promtool unit tests;
 #   - queries.yaml: the metric names it produces are exactly the catalogue
-#     of extension/sql/70_metrics_business.sql, and no key contains "pg"
+#     of extension/sql/*.sql (70_metrics_business.sql and the capabilities
+#     that add to it), and no key contains "pg"
 #     (postgres_exporter 0.11 rewrites the first "pg" of a key);
 #   - the Grafana dashboard: valid JSON, the required panels, every query
 #     parses as PromQL and names only metrics the exporter produces;
@@ -27,7 +28,7 @@ awk '
     /^    - [a-z0-9_]+:$/     { col = $2; sub(":$", "", col); next }
     /^        usage:/         { u = $2; gsub("\"", "", u); if (u != "LABEL") print key "_" col }
 ' monitoring/queries.yaml | sort > "$tmp/yaml_names"
-grep -oE "^    \('trading_[a-z_]+', '(counter|gauge|histogram)'" extension/sql/70_metrics_business.sql \
+grep -ohE "^    \('trading_[a-z_]+', '(counter|gauge|histogram)'" extension/sql/*.sql \
     | sed -E "s/^    \('([a-z_]+)'.*/\1/" | sort > "$tmp/catalog_names"
 if ! diff -u "$tmp/catalog_names" "$tmp/yaml_names"; then
     err "queries.yaml and trading.metrics_catalog disagree on metric names"
