@@ -11,7 +11,10 @@
 #
 # The files: extension/ worker/ broker/ tools/ and bench/*.c.  Typedefs:
 # typedefs.list (this code base's, kept in the tree: regenerate it with
-# --update-typedefs after adding one) plus those of PostgreSQL's server
+# --update-typedefs after adding one; the paper broker is a program of its
+# own whose lower-case typedefs such as "order" would garble variables of
+# the extension, so broker/ has its own list, broker/typedefs.list) plus
+# those of PostgreSQL's server
 # headers and of the libraries the code includes (curl, OpenSSL,
 # libmicrohttpd, libwebsockets, the C library), read from the installed
 # headers with ctags, since PostgreSQL's own typedefs.list is not packaged.
@@ -25,14 +28,17 @@ opts="-bad -bap -bbb -bc -bl -cli1 -cp33 -cdb -nce -d0 -di12 -nfc1 -i4 -l79 -lp 
 
 ours_typedefs() {
 	ctags -x --kinds-C=t --languages=C --langmap=C:.c.h -R \
-		extension worker broker tools bench 2>/dev/null | awk '{print $1}' | sort -u
+		"$@" 2>/dev/null | awk '{print $1}' | sort -u
 }
 
 mode=fix
 case "${1:-}" in
 	--check) mode=check; shift ;;
 	--typedefs) mode=typedefs; shift ;;
-	--update-typedefs) ours_typedefs > typedefs.list; exit 0 ;;
+	--update-typedefs)
+		ours_typedefs extension worker tools bench > typedefs.list
+		ours_typedefs broker > broker/typedefs.list
+		exit 0 ;;
 esac
 
 command -v "$indent" >/dev/null ||
@@ -51,12 +57,13 @@ for h in /usr/include/curl /usr/include/openssl /usr/include/microhttpd.h \
 	[ -e "$h" ] && headers+=("$h")
 done
 {
-	cat typedefs.list
 	ctags -x --kinds-C=t --languages=C --langmap=C:.c.h -R "${headers[@]}" 2>/dev/null | awk '{print $1}'
 	# used as types but not found by ctags in the headers above
 	printf '%s\n' size_t ssize_t off_t pid_t uid_t gid_t mode_t time_t FILE bool \
 		int8_t int16_t int32_t int64_t uint8_t uint16_t uint32_t uint64_t uintptr_t
-} | grep -E '^[A-Za-z_][A-Za-z0-9_]*$' | sort -u > "$tmp/typedefs"
+} | grep -E '^[A-Za-z_][A-Za-z0-9_]*$' | sort -u > "$tmp/libs"
+sort -u typedefs.list "$tmp/libs" > "$tmp/typedefs"
+sort -u broker/typedefs.list "$tmp/libs" > "$tmp/typedefs.broker"
 
 if [ "$mode" = typedefs ]; then
 	cat "$tmp/typedefs"
@@ -77,7 +84,9 @@ for f in "${files[@]}"; do
 	# pgindent's pre-processing: // comments become /* */; protect "=-"
 	sed -E 's|^([ \t]*)//(.*)$|\1/* \2 */|; s/=- /-= /g' "$f" > "$in"
 	# shellcheck disable=SC2086
-	"$indent" $opts -U"$tmp/typedefs" "$in" "$out" 2>"$tmp/err" ||
+	list="$tmp/typedefs"
+	case "$f" in broker/*) list="$tmp/typedefs.broker" ;; esac
+	"$indent" $opts -U"$list" "$in" "$out" 2>"$tmp/err" ||
 		{ echo "pgindent.sh: $f: $(cat "$tmp/err")" >&2; changed=1; continue; }
 	# pgindent's post-processing: one space before '*' in a function's
 	# return type; no trailing blanks
