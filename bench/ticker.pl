@@ -79,7 +79,7 @@ diag('worker time in the run: ' . q1(q{SELECT 'COPY of ticks ' || round(copy_sec
 	FROM trading.ticker_stats}));
 
 # ---- nothing dropped at 9000/s: stop the stream, let the worker drain ----
-TickerTest::ws_set($pb, tick_ms => 1000000);
+TickerTest::ws_set($pb, tick_ms => 1000000000);    # stops the stream
 my ($prev, $same) = (-1, 0);
 for (1 .. 300)
 {

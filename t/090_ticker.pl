@@ -341,6 +341,19 @@ is($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{SELECT count(*) FROM (
 	SELECT instrument_token, received_at FROM trading.ticks GROUP BY 1, 2 HAVING count(*) > 1) d}),
 	'0', 'no tick stored twice');
+
+# retention: partitions that ended more than N days ago are dropped
+is($node->safe_psql('postgres', q{SELECT trading._ticks_partition('2020-01-01 10:00+05:30')}),
+	'ticks_20200101', 'a partition per IST day, named after it');
+is($node->safe_psql('postgres', q{SELECT trading.ticks_drop_expired(30)}), '1',
+	'ticks_drop_expired drops the partition older than the retention');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(c.relname, ',') = 'ticks_' || to_char(now() AT TIME ZONE 'Asia/Kolkata', 'YYYYMMDD')
+	FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
+	WHERE h.inhparent = 'trading.ticks'::regclass}), 't', 'today\'s partition is kept');
+($ret, $out, $err) = $node->psql('postgres', 'SELECT trading.ticks_drop_expired(0)',
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/22023/, 'a retention below one day is refused (22023)');
 is($node->safe_psql('postgres', q{SELECT ticks_dropped || ' ' || flush_errors FROM trading.ticker_stats}),
 	'0 0', 'nothing dropped, no failed flush');
 
