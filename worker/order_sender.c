@@ -140,12 +140,15 @@ unit_of_work(const char *activity, void (*body) (void *), void *arg)
 
 /*
  * How late requests leave after their grant (the claim transaction runs in
- * between), recently at most.  The broker sees a request that much later,
- * so the margin against jitter must cover it: a request granted at t and
- * sent at t + lag lands in the broker's window together with requests
- * granted up to lag later.  Decays by a tenth per dispatch.
+ * between): the most seen in the last LAG_MEMORY_US.  The broker sees a
+ * request that much later, so the margin against jitter must cover it: a
+ * request granted at t and sent at t + lag lands in the broker's window
+ * together with requests granted up to lag later, and the window that
+ * matters may be a minute long (200 placements a minute).
  */
+#define LAG_MEMORY_US		(120 * (int64) 1000000)
 static int64 send_lag_us = 0;
+static int64 send_lag_at_us = 0;
 
 /*
  * One grant of class as a worker, keeping trading.order_rate_margin
@@ -405,7 +408,14 @@ dispatch(void)
 	{
 		int64		lag = trading_monotonic_us() - granted_at;
 
-		send_lag_us = Max(lag + 2000, send_lag_us - send_lag_us / 10);
+		int64		now = trading_monotonic_us();
+
+		lag += 2000;
+		if (lag >= send_lag_us || now - send_lag_at_us > LAG_MEMORY_US)
+		{
+			send_lag_us = lag;
+			send_lag_at_us = now;
+		}
 	}
 	start_claimed(&a);
 	if (a.wait_us > 0)
