@@ -218,6 +218,24 @@ cmp_ok(TickerTest::ws($broker)->{refused_total}, '>', 0, 'the broker counts refu
 is($node->safe_psql('postgres', 'SELECT state FROM trading.broker_session_status'),
 	'active', 'a 429 does not expire the session');
 
+# ---------------------------------------------------------------------
+# faults armed by flag at start-up: a broker started with --ws-malformed 1
+# --ws-truncate 1; the worker, pointed at it, reconnects past both
+# ---------------------------------------------------------------------
+my $b2 = TickerTest::broker(ws => [ '--ws-tick-ms', 100, '--ws-malformed', 1, '--ws-truncate', 1 ]);
+my $armed = TickerTest::ws($b2);
+is("$armed->{malformed} $armed->{truncate}", '1 1', 'flags arm the faults at start-up');
+$node->safe_psql('postgres', q{DELETE FROM trading.watchlist WHERE instrument LIKE 'NSE:SYN%'});
+my $m0 = $node->safe_psql('postgres', 'SELECT sum(malformed_frames_total) FROM trading.ticker_status');
+settings(ticker_url => "ws://127.0.0.1:$b2->{ws_port}/");
+ok(TickerTest::wait_for($node, qq{SELECT sum(malformed_frames_total) >= $m0 + 2
+	FROM trading.ticker_status}, 30), 'both flag-armed faults reached the worker');
+my $since2 = $node->safe_psql('postgres', 'SELECT now()');
+ok(TickerTest::wait_for($node, qq{SELECT count(DISTINCT instrument_token) >= 3 FROM trading.ticks
+	WHERE received_at > '$since2'}, 30), 'and it streams from the new broker afterwards');
+is(TickerTest::ws($b2)->{faults_total}, 2, 'the broker consumed both');
+$b2->stop;
+
 ok(!grep({ /PANIC|TRAP|server process .* was terminated/ } split /\n/, slurp_file($node->logfile)),
 	'no crash in the log');
 $node->stop;
