@@ -97,7 +97,7 @@ correlation_init(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("trading.correlation_retention",
-							"Age after which rows of trading.operations are deleted; 0 keeps them forever.",
+							"With trading.history_retention = 0: age after which rows of trading.operations are deleted; 0 keeps them forever.",
 							NULL,
 							&correlation_retention_s,
 							7 * 24 * 3600, 0, INT_MAX,

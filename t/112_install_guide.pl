@@ -96,5 +96,12 @@ FROM trading.validate_config() WHERE ok IS FALSE
   AND check_name IN ('preloaded', 'database', 'server_key', 'key_command')});
 is($failed, '', 'validate_config() finds nothing wrong with the install');
 
+# deploy/trading.conf names every setting of the extension
+my @settings = split /\n/, $node->safe_psql('trading',
+	q{SELECT name FROM pg_settings WHERE name LIKE 'trading.%' ORDER BY name});
+ok(@settings > 20, 'the extension has its settings: ' . scalar(@settings));
+my @unlisted = grep { $conf !~ /^#?\Q$_\E = /m } (@settings, 'trading.key_command');
+is(join(' ', @unlisted), '', 'deploy/trading.conf lists every trading.* setting');
+
 $node->stop;
 done_testing();
