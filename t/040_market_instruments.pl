@@ -166,8 +166,8 @@ $node->safe_psql('postgres', q{
 });
 is($node->safe_psql('postgres',
 	"SELECT string_agg(instrument || '=' || coalesce(instrument_token::text, '-') || '/' || (unknown_since IS NOT NULL), ',' ORDER BY instrument) FROM trading.watchlist"),
-	'NSE:INFY=408065/false,NSE:NOPE1=-/true,NSE:SYN000001=90000001/false',
-	'an added instrument is checked at once: known ones get their token, unknown ones are marked');
+	'NSE:INFY=408065/false,NSE:NOPE1=-/false,NSE:SYN000001=90000001/false',
+	'an added instrument gets its token at once; an unknown one is marked only by a load');
 $fx->serve('/instruments', $csv_nse, ctype => 'text/csv');
 $node->safe_psql('postgres', 'SELECT trading.refresh_instruments()');
 is($node->safe_psql('postgres',

@@ -78,20 +78,20 @@ BEGIN
     RETURN unknown;
 END $$;
 
--- An instrument added to the watchlist once the master is loaded is
--- checked at once.
+-- An instrument added to the watchlist gets its token at once when the
+-- master lists it; it is marked unknown only by a load (the issue's rule:
+-- checked when the instruments are loaded), so a row added meanwhile is
+-- quoted until the next load says otherwise.
 CREATE FUNCTION @extschema@._watchlist_check_instrument() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM @extschema@.instruments) THEN
-        RETURN NEW;
-    END IF;
     SELECT i.instrument_token INTO NEW.instrument_token
       FROM @extschema@.instruments i
      WHERE i.exchange = split_part(NEW.instrument, ':', 1)
        AND i.tradingsymbol = substr(NEW.instrument, strpos(NEW.instrument, ':') + 1);
-    NEW.unknown_since := CASE WHEN NEW.instrument_token IS NULL
-                              THEN coalesce(NEW.unknown_since, now()) END;
+    IF NEW.instrument_token IS NOT NULL THEN
+        NEW.unknown_since := NULL;
+    END IF;
     RETURN NEW;
 END $$;
 CREATE TRIGGER watchlist_check_instrument
