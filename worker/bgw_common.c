@@ -265,6 +265,12 @@ trading_bgw_nap(long ms)
 		proc_exit(1);
 
 	CHECK_FOR_INTERRUPTS();
+	return trading_bgw_reload();
+}
+
+bool
+trading_bgw_reload(void)
+{
 	if (!ConfigReloadPending)
 		return false;
 	ConfigReloadPending = false;

@@ -97,6 +97,12 @@ extern bool trading_bgw_data_error(const ErrorData *edata);
  */
 extern bool trading_bgw_nap(long ms);
 
+/*
+ * For a worker that waits on sockets of its own instead of napping: handle
+ * a pending SIGHUP now.  Returns true when the configuration was reloaded.
+ */
+extern bool trading_bgw_reload(void);
+
 /* When this worker process started. */
 extern TimestampTz trading_bgw_start_time(void);
 

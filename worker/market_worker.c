@@ -168,7 +168,7 @@ market_shmem_startup(void)
 }
 
 static void
-worker_exit(int code, Datum arg)
+worker_exit(void)
 {
 	SpinLockAcquire(&market_shared->mutex);
 	market_shared->pid = 0;
@@ -319,16 +319,12 @@ market_worker_main(Datum main_arg)
 	TimestampTz next_instruments = 0;
 	TimestampTz next_version_check = 0;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
 	SpinLockAcquire(&market_shared->mutex);
 	market_shared->pid = MyProcPid;
 	market_shared->procno = MyProc->pgprocno;
 	SpinLockRelease(&market_shared->mutex);
-	on_shmem_exit(worker_exit, (Datum) 0);
-	worker_started_at = GetCurrentTimestamp();
+	trading_bgw_on_exit(worker_exit);
+	worker_started_at = trading_bgw_start_time();
 
 	trading_bgw_connect(&market_shared->database_seen, "trading market data");
 	pgstat_report_appname("trading market data");
@@ -389,11 +385,7 @@ market_worker_main(Datum main_arg)
 		else
 		{
 			CHECK_FOR_INTERRUPTS();
-			if (ConfigReloadPending)
-			{
-				ConfigReloadPending = false;
-				ProcessConfigFile(PGC_SIGHUP);
-			}
+			(void) trading_bgw_reload();
 		}
 	}
 }

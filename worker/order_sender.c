@@ -87,7 +87,7 @@ static int64 watchdog_at_us;
 static int64 reconcile_at_us = PG_INT64_MAX;
 
 static void
-sender_exit(int code, Datum arg)
+sender_exit(void)
 {
 	SpinLockAcquire(&os_shared->mutex);
 	os_shared->pid = 0;
@@ -676,10 +676,6 @@ handle_replies(OrderReply *r, int n)
 void
 order_sender_main(Datum main_arg)
 {
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
 	trading_bgw_connect(&os_shared->database_seen, "trading order sender");
 	pgstat_report_appname("trading order sender");
 	SessionContext = AllocSetContextCreate(TopMemoryContext, "trading order session",
@@ -700,7 +696,7 @@ order_sender_main(Datum main_arg)
 	os_shared->pid = MyProcPid;
 	os_shared->procno = MyProc->pgprocno;
 	SpinLockRelease(&os_shared->mutex);
-	on_shmem_exit(sender_exit, (Datum) 0);
+	trading_bgw_on_exit(sender_exit);
 	unit_of_work("trading order sender: recovering", recover_body, NULL);
 	ereport(LOG, (errmsg("trading order sender started, sending to %s", broker_url)));
 
@@ -715,11 +711,7 @@ order_sender_main(Datum main_arg)
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextReset(LoopContext);
 		MemoryContextSwitchTo(LoopContext);
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		(void) trading_bgw_reload();
 		maybe_reload_session();
 
 		now = trading_monotonic_us();

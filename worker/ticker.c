@@ -327,7 +327,7 @@ set_streaming(bool on)
 }
 
 static void
-worker_exit(int code, Datum arg)
+worker_exit(void)
 {
 	SpinLockAcquire(&tk_shared->mutex);
 	tk_shared->state = TWS_NOT_RUNNING;
@@ -767,8 +767,7 @@ process_reload_signal(void)
 {
 	char	   *old_url = pstrdup(ticker_url);
 
-	ConfigReloadPending = false;
-	ProcessConfigFile(PGC_SIGHUP);
+	(void) trading_bgw_reload();
 	if (strcmp(old_url, ticker_url) != 0)
 		for (int k = 0; k < TICKER_MAX_CONNS; k++)
 			if (conns[k].state == TCS_CONNECTED)
@@ -807,17 +806,13 @@ ticker_worker_main(Datum main_arg)
 	HASHCTL		ctl;
 	bool		logged_no_session = false;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
 	SpinLockAcquire(&tk_shared->mutex);
 	tk_shared->pid = MyProcPid;
 	tk_shared->procno = MyProc->pgprocno;
 	tk_shared->state = TWS_STARTING;
 	tk_shared->started_at = GetCurrentTimestamp();
 	SpinLockRelease(&tk_shared->mutex);
-	on_shmem_exit(worker_exit, (Datum) 0);
+	trading_bgw_on_exit(worker_exit);
 
 	if (pg_atomic_read_u32(&tk_shared->database_seen) == 0)
 		set_worker_state(TWS_WAITING_DATABASE);
