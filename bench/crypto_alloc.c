@@ -30,7 +30,9 @@
 #define HUGE	((uintptr_t) 2 << 20)
 
 static EVP_CIPHER_CTX *ctx;
-static unsigned char key[32], iv[12], tag[16];
+static unsigned char key[32],
+			iv[12],
+			tag[16];
 
 static double
 now_ms(void)
@@ -65,7 +67,8 @@ advise(unsigned char *p, int advice)
 static int
 cmp(const void *a, const void *b)
 {
-	double		x = *(const double *) a, y = *(const double *) b;
+	double		x = *(const double *) a,
+				y = *(const double *) b;
 
 	return x < y ? -1 : x > y;
 }
@@ -76,10 +79,13 @@ main(void)
 	static const char *names[] = {"warm", "fresh", "fresh_thp", "fresh_thp_16k",
 	"fresh_thp_256k", "fresh_thp_4096k", "populate_thp", "copy_fresh_thp"};
 	static const size_t chunks[] = {N, N, N, 16 << 10, 256 << 10, 4096 << 10, N, N};
-	enum {NMODES = 8};
+	enum
+	{
+	NMODES = 8};
 	volatile unsigned char sink = 0;
 	double		t[NMODES][ROUNDS];
-	unsigned char *in = malloc(N), *warm = malloc(N + 16);
+	unsigned char *in = malloc(N),
+			   *warm = malloc(N + 16);
 
 	ctx = EVP_CIPHER_CTX_new();
 	if (!in || !warm || !ctx)

@@ -41,7 +41,7 @@ discard(char *p, size_t s, size_t n, void *u)
 }
 
 static void
-setup(CURL *h, CURLSH *share, int fresh)
+setup(CURL * h, CURLSH * share, int fresh)
 {
 	curl_easy_reset(h);
 	curl_easy_setopt(h, CURLOPT_URL, url);
@@ -173,7 +173,8 @@ main(int argc, char **argv)
 	for (int r = 0; r < rounds; r++)
 		for (int k = 0; k < 2; k++)
 		{
-			int			fresh = (r % 2 == 0) ? k : 1 - k;	/* alternate who goes first */
+			int			fresh = (r % 2 == 0) ? k : 1 - k;	/* alternate who goes
+															 * first */
 			long		c,
 						e;
 			double		t0 = now_s();

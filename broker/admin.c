@@ -56,7 +56,8 @@ admin_faults(struct req *r, reply *rp)
 
 	if (writing(r))
 	{
-		LOCK();
+		LOCK		();
+
 		f = g_faults;
 		if ((v = req_param(r, "reset")) && strcmp(v, "0") != 0)
 			f = g_cfg.faults;
@@ -83,7 +84,8 @@ admin_faults(struct req *r, reply *rp)
 		UNLOCK();
 	}
 	jb_init(&j);
-	LOCK();
+	LOCK		();
+
 	faults_json(&j);
 	UNLOCK();
 	reply_success(rp, &j);
@@ -104,7 +106,8 @@ admin_price(struct req *r, reply *rp)
 		reply_error(rp, 400, "InputException", "need instrument=EXCHANGE:SYMBOL and price>0");
 		return;
 	}
-	LOCK();
+	LOCK		();
+
 	idx = market_find(key);
 	if (idx < 0)
 	{
@@ -132,14 +135,17 @@ admin_tick(struct req *r, reply *rp)
 	long		n = 1;
 	jbuf		j;
 
-	/* each step runs under the broker's lock: bounded, so that one call
-	 * cannot stall every other request for long */
+	/*
+	 * each step runs under the broker's lock: bounded, so that one call
+	 * cannot stall every other request for long
+	 */
 	if (v && (!parse_long(v, &n) || n < 0 || n > MAX_ADMIN_TICKS))
 	{
 		reply_error(rp, 400, "InputException", "n must be 0..10000");
 		return;
 	}
-	LOCK();
+	LOCK		();
+
 	for (long i = 0; i < n; i++)
 	{
 		market_step();
@@ -182,7 +188,8 @@ admin_dispatch(struct req *r)
 	if (is(r, "/admin/stats") || is(r, "/admin/health"))
 	{
 		jb_init(&j);
-		LOCK();
+		LOCK		();
+
 		if (is(r, "/admin/stats"))
 			stats_json(&j);
 		else
@@ -199,7 +206,8 @@ admin_dispatch(struct req *r)
 	else if (is(r, "/admin/token"))
 	{
 		jb_init(&j);
-		LOCK();
+		LOCK		();
+
 		auth_admin_token(r, &j);
 		UNLOCK();
 		reply_success(&rp, &j);
@@ -208,7 +216,8 @@ admin_dispatch(struct req *r)
 	{
 		char	   *t;
 
-		LOCK();
+		LOCK		();
+
 		t = auth_mint_request_token();
 		UNLOCK();
 		jb_init(&j);
@@ -231,7 +240,8 @@ admin_dispatch(struct req *r)
 
 		if (inst && q && parse_long(q, &n) && n >= 0)
 		{
-			LOCK();
+			LOCK		();
+
 			rc = orders_set_freeze(inst, n);
 			UNLOCK();
 		}
@@ -246,7 +256,8 @@ admin_dispatch(struct req *r)
 	}
 	else if (is(r, "/admin/reset"))
 	{
-		LOCK();
+		LOCK		();
+
 		broker_reset_all();
 		UNLOCK();
 		jb_init(&j);
@@ -262,8 +273,8 @@ int
 admin_start(void)
 {
 	struct server_opts o = {
-		.host = g_cfg.admin_bind, .port = g_cfg.admin_port, .tls_cert = NULL,
-		.tls_key = NULL, .threads = 1, .idle_timeout = 30, .admin = true,
+		.host = g_cfg.admin_bind,.port = g_cfg.admin_port,.tls_cert = NULL,
+		.tls_key = NULL,.threads = 1,.idle_timeout = 30,.admin = true,
 		.dispatch = admin_dispatch
 	};
 

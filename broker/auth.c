@@ -138,7 +138,8 @@ auth_check(struct req *r, reply *rp)
 	size_t		klen = strlen(g_cfg.api_key);
 	bool		ok = false;
 
-	LOCK();
+	LOCK		();
+
 	if (h && strncmp(h, "token ", 6) == 0 && strncmp(h + 6, g_cfg.api_key, klen) == 0
 		&& h[6 + klen] == ':')
 	{
@@ -303,7 +304,8 @@ h_login(struct req *r, char **args, reply *rp)
 		reply_error(rp, 403, "TokenException", "Invalid `checksum`.");
 		return;
 	}
-	LOCK();
+	LOCK		();
+
 	if (!take_request_token(rtok, now))
 	{
 		UNLOCK();
@@ -343,7 +345,8 @@ h_logout(struct req *r, char **args, reply *rp)
 		reply_error(rp, 400, "InputException", "Invalid `api_key`.");
 		return;
 	}
-	LOCK();
+	LOCK		();
+
 	s = tok ? session_find(tok) : NULL;
 	if (s)
 		session_remove(s);
@@ -379,7 +382,8 @@ void
 auth_admin_token(struct req *r, jbuf *j)
 {
 	const char *v;
-	double		now = now_epoch(), t;
+	double		now = now_epoch(),
+				t;
 	long		n;
 	char		ts[32];
 

@@ -47,7 +47,7 @@ void		j_int(jbuf *j, long long v);
 void		j_bool(jbuf *j, bool b);
 void		j_null(jbuf *j);
 void		j_kstr(jbuf *j, const char *k, const char *s);
-void		j_kstrn(jbuf *j, const char *k, const char *s);	/* NULL or "" -> null */
+void		j_kstrn(jbuf *j, const char *k, const char *s); /* NULL or "" -> null */
 void		j_knum(jbuf *j, const char *k, double v);
 void		j_kint(jbuf *j, const char *k, long long v);
 void		j_kbool(jbuf *j, const char *k, bool b);
@@ -58,7 +58,7 @@ void		j_empty_obj(jbuf *j, const char *k);
 
 /* ---- util.c ---- */
 double		now_epoch(void);
-void		fmt_ist(double t, char *out, size_t n);	/* yyyy-mm-dd hh:mm:ss */
+void		fmt_ist(double t, char *out, size_t n); /* yyyy-mm-dd hh:mm:ss */
 void		fmt_ist_time(double t, char *out, size_t n);	/* hh:mm:ss */
 void		fmt_ist_date(double t, char *out, size_t n);	/* yyyy-mm-dd */
 bool		parse_ist(const char *s, double *out);	/* IST text or epoch */
@@ -120,7 +120,7 @@ typedef struct reply
 	bool		is_json;
 } reply;
 
-void		reply_json(reply *rp, int status, jbuf *j);	/* takes j's buffer */
+void		reply_json(reply *rp, int status, jbuf *j); /* takes j's buffer */
 void		reply_success(reply *rp, jbuf *data);	/* wraps data in envelope */
 void		reply_error(reply *rp, int status, const char *type, const char *msg);
 void		reply_text(reply *rp, int status, const char *ctype, const char *text, size_t len);
@@ -142,7 +142,7 @@ void		h_login(struct req *r, char **args, reply *rp);
 void		h_logout(struct req *r, char **args, reply *rp);
 void		h_profile(struct req *r, char **args, reply *rp);
 char	   *auth_mint_request_token(void);	/* caller frees; needs g_lock */
-void		auth_admin_token(struct req *r, jbuf *out);	/* needs g_lock */
+void		auth_admin_token(struct req *r, jbuf *out); /* needs g_lock */
 void		auth_arm_expiry(long n);	/* needs g_lock */
 bool		auth_token_ok(const char *api_key, const char *access_token);	/* needs g_lock */
 
@@ -156,14 +156,18 @@ typedef struct instrument
 	char		key[88];		/* EXCHANGE:TRADINGSYMBOL */
 	double		tick;
 	double		csv_price;		/* last_price column, 0 = derive from seed */
-	double		last, open, high, low, close;
+	double		last,
+				open,
+				high,
+				low,
+				close;
 	double		avg_traded;
 	long		volume;
 	long		last_qty;
 	double		last_trade_time;
 	bool		tradable;
 	long		freeze_qty;		/* exchange freeze quantity, 0 = none */
-	char		instrument_type[8];	/* EQ, FUT, CE, PE, ... ('' if absent) */
+	char		instrument_type[8]; /* EQ, FUT, CE, PE, ... ('' if absent) */
 	double		expiry;			/* epoch of the expiry date, 0 = none */
 	char	   *csv_line;		/* original CSV row */
 } instrument;
@@ -179,6 +183,7 @@ int			market_count(void);
 void		market_step(void);	/* one random-walk tick; needs g_lock */
 void		market_set_price(int idx, double price);	/* needs g_lock */
 double		market_round_tick(const instrument *in, double p);
+
 /* level k (0-4) of the synthetic depth; sign -1 = buy, 1 = sell; needs g_lock */
 void		market_depth_level(const instrument *in, int sign, int k, double *price,
 							   long *qty, int *orders);
@@ -193,11 +198,11 @@ void		h_instruments(struct req *r, char **args, reply *rp);
 /* ---- historical.c ---- */
 int			historical_set_max_days(const char *spec, char *err, size_t errlen);
 void		h_historical(struct req *r, char **args, reply *rp);
-void		historical_stats_json(jbuf *j);	/* needs g_lock */
+void		historical_stats_json(jbuf *j); /* needs g_lock */
 
 /* ---- orders.c ---- */
 void		orders_reset(void);
-void		orders_match_all(void);	/* after a price change; needs g_lock */
+void		orders_match_all(void); /* after a price change; needs g_lock */
 void		h_orders(struct req *r, char **args, reply *rp);
 void		h_order_history(struct req *r, char **args, reply *rp);
 void		h_order_trades(struct req *r, char **args, reply *rp);
@@ -213,8 +218,10 @@ typedef struct position
 {
 	int			inst;
 	char		product[8];
-	long		buy_qty, sell_qty;
-	double		buy_value, sell_value;
+	long		buy_qty,
+				sell_qty;
+	double		buy_value,
+				sell_value;
 	long		net_qty;
 	double		avg_cost;
 	double		realised;
@@ -252,7 +259,7 @@ typedef struct faults
 	double		truncate_rate;
 	double		malformed_rate;
 	double		drop_rate;
-	long		expire_token_after;	/* authenticated requests; 0 = off */
+	long		expire_token_after; /* authenticated requests; 0 = off */
 	unsigned	class_mask;		/* bit per ep_class; faults apply there */
 	/* faults after the request was carried out (orders: it exists) */
 	double		accept_drop_rate;	/* then close without answering */
@@ -266,7 +273,12 @@ typedef struct fault_decision
 {
 	long		delay_ms;
 	int			fail_code;
-	bool		rate429, error200, html, truncate, malformed, drop;
+	bool		rate429,
+				error200,
+				html,
+				truncate,
+				malformed,
+				drop;
 	bool		accept_drop;	/* carry it out, then drop the connection */
 	long		accept_late_ms; /* carry it out, then answer this late */
 } fault_decision;
@@ -274,7 +286,7 @@ typedef struct fault_decision
 int			faults_set(faults *f, const char *name, const char *value, char *err, size_t errlen);
 void		faults_decide(enum ep_class c, fault_decision *d);	/* needs g_lock */
 void		faults_json(jbuf *j);
-void		faults_reset(void);	/* needs g_lock */
+void		faults_reset(void); /* needs g_lock */
 void		faults_apply_body(reply *rp, const fault_decision *d);
 void		reply_fault(reply *rp, const fault_decision *d);
 
@@ -296,13 +308,14 @@ struct conn
 	unsigned long id;
 	unsigned long requests;
 	double		opened;
-	struct conn *next, *prev;
+	struct conn *next,
+			   *prev;
 };
 
 /* ---- ws.c: the WebSocket ticker (Kite streaming protocol) ---- */
-int			ws_start(void);	/* no-op unless --ws-port was given */
+int			ws_start(void);		/* no-op unless --ws-port was given */
 void		ws_stop(void);
-int			ws_port(void);	/* -1 when off */
+int			ws_port(void);		/* -1 when off */
 int			ws_option(const char *name, const char *value, char *err, size_t errlen);
 void		ws_order_update(const char *json, size_t len);	/* any thread */
 void		ws_admin(struct req *r, reply *rp);
@@ -328,7 +341,7 @@ typedef struct config
 	char	   *user_id;
 	double		token_expires_at;	/* 0 = none */
 	long		token_ttl;		/* seconds, 0 = none */
-	long		expire_token_after;	/* requests; 0 = never */
+	long		expire_token_after; /* requests; 0 = never */
 	uint64_t	seed;
 	bool		seed_given;		/* --seed: access tokens reproducible */
 	char	   *admin_token;	/* --admin-token: required in X-Admin-Token */
@@ -348,7 +361,7 @@ typedef struct config
 	long		rl_historical_per_s;
 	long		synthetic_instruments;	/* extra generated instrument rows */
 	long		max_modifications;
-	faults		faults;
+	faults faults;
 	char	   *log_path;
 	bool		quiet;
 	long		threads;		/* 0 = thread per connection */
@@ -362,7 +375,7 @@ extern pthread_mutex_t g_lock;
 extern FILE *g_log;
 extern pthread_mutex_t g_log_lock;
 
-void		broker_reset_all(void);	/* needs g_lock */
+void		broker_reset_all(void); /* needs g_lock */
 void		log_line(const char *fmt,...) __attribute__((format(printf, 1, 2)));
 
 #define LOCK()   pthread_mutex_lock(&g_lock)

@@ -72,7 +72,9 @@ set_ms(long *dst, const char *v, char *err, size_t errlen)
 static int
 set_codes(faults *f, const char *v, char *err, size_t errlen)
 {
-	char	   *copy = strdup(v), *save = NULL, *tok;
+	char	   *copy = strdup(v),
+			   *save = NULL,
+			   *tok;
 	int			n = 0;
 
 	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
@@ -100,7 +102,9 @@ set_codes(faults *f, const char *v, char *err, size_t errlen)
 static int
 set_classes(faults *f, const char *v, char *err, size_t errlen)
 {
-	char	   *copy = strdup(v), *save = NULL, *tok;
+	char	   *copy = strdup(v),
+			   *save = NULL,
+			   *tok;
 	unsigned	mask = 0;
 
 	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
@@ -302,7 +306,8 @@ faults_apply_body(reply *rp, const fault_decision *d)
 		char	   *colon = memchr(rp->body, ':', rp->len);
 
 		if (colon)
-			*colon = ' ';		/* {"status" "success",...}: no parser accepts it */
+			*colon = ' ';		/* {"status" "success",...}: no parser accepts
+								 * it */
 		else
 			rp->body[0] = '<';
 	}

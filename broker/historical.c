@@ -54,12 +54,15 @@ static interval_def intervals[] = {
 
 /* statistics of served requests (g_lock) */
 static unsigned long served;
-static double first_served, last_served;
+static double first_served,
+			last_served;
 
 int
 historical_set_max_days(const char *spec, char *err, size_t errlen)
 {
-	char	   *copy = strdup(spec), *tok, *save = NULL;
+	char	   *copy = strdup(spec),
+			   *tok,
+			   *save = NULL;
 	int			rc = 0;
 
 	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
@@ -121,7 +124,7 @@ key4(uint64_t seed, long token, long day, long k)
 static bool
 trading_day(long day)
 {
-	int			wd = (int) ((day + 4) % 7);	/* 1970-01-01 was a Thursday */
+	int			wd = (int) ((day + 4) % 7); /* 1970-01-01 was a Thursday */
 
 	return wd != 0 && wd != 6;
 }
@@ -135,8 +138,12 @@ day_step(long token, long day)
 typedef struct candle
 {
 	double		t;				/* epoch of the candle's start */
-	double		o, h, l, c;
-	long		v, oi;
+	double		o,
+				h,
+				l,
+				c;
+	long		v,
+				oi;
 } candle;
 
 /* the 375 minute candles of a trading day whose open is exp(log_open) */
@@ -223,9 +230,13 @@ h_historical(struct req *r, char **args, reply *rp)
 	const interval_def *iv = NULL;
 	const instrument *in;
 	const char *tok = args[0];
-	double		from, to, now = now_epoch();
-	bool		oi, continuous;
-	long		d0, d1;
+	double		from,
+				to,
+				now = now_epoch();
+	bool		oi,
+				continuous;
+	long		d0,
+				d1;
 	double		log_open;
 	candle		m[SESSION_MINUTES];
 	jbuf		b;
@@ -234,7 +245,8 @@ h_historical(struct req *r, char **args, reply *rp)
 	for (const char *p = tok; *p; p++)
 		if (*p < '0' || *p > '9')
 			tok = NULL;
-	LOCK();
+	LOCK		();
+
 	in = tok && *tok ? market_get(market_find(tok)) : NULL;
 	UNLOCK();
 	if (!in)
@@ -325,7 +337,8 @@ h_historical(struct req *r, char **args, reply *rp)
 	j_end_obj(&b);
 	reply_success(rp, &b);
 
-	LOCK();
+	LOCK		();
+
 	if (served++ == 0)
 		first_served = now;
 	last_served = now;

@@ -69,7 +69,8 @@ struct server
 	bool		admin;
 	server_dispatch dispatch;
 	unsigned	port;
-	char	   *cert, *key;
+	char	   *cert,
+			   *key;
 };
 
 static struct server *api_srv;
@@ -152,7 +153,8 @@ struct collect
 {
 	const char *key;
 	const char **out;
-	int			n, max;
+	int			n,
+				max;
 };
 
 static enum MHD_Result
@@ -236,7 +238,8 @@ req_free(struct req *r)
 static bool
 path_match(const char *pattern, const char *path, char args[][128], int *nargs)
 {
-	const char *p = pattern, *s = path;
+	const char *p = pattern,
+			   *s = path;
 
 	*nargs = 0;
 	while (*p && *s)
@@ -302,7 +305,8 @@ api_dispatch(struct req *r)
 	ep = rt ? rt->ep : EP_UNKNOWN;
 	r->route = rt ? rt->pattern : (known ? "(method)" : "(none)");
 
-	LOCK();
+	LOCK		();
+
 	stats_request(r->conn, ep, rt ? rt->name : NULL);
 	if (!ver)
 		stats_missing_version();
@@ -335,7 +339,8 @@ api_dispatch(struct req *r)
 		const char *which = NULL;
 		bool		ok;
 
-		LOCK();
+		LOCK		();
+
 		ok = ratelimit_allow(rt->rl, &which);
 		if (!ok)
 			stats_ratelimited(rt->rl);
@@ -375,7 +380,8 @@ server_send(struct req *r, reply *rp)
 	enum MHD_Result ret;
 
 	r->status = rp->status;
-	LOCK();
+	LOCK		();
+
 	if (!r->admin)
 		stats_status(rp->status);
 	UNLOCK();
@@ -486,7 +492,8 @@ on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
 		if (!c)
 			return;
 		c->opened = now_epoch();
-		LOCK();
+		LOCK		();
+
 		if (!srv->admin)
 			stats_conn_open(c);
 		UNLOCK();
@@ -497,7 +504,8 @@ on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
 		c = *socket_context;
 		if (!c)
 			return;
-		LOCK();
+		LOCK		();
+
 		if (!srv->admin)
 			stats_conn_close(c);
 		UNLOCK();
@@ -563,7 +571,10 @@ server_start(struct server_opts *o, struct server **out)
 	{
 		flags |= MHD_USE_EPOLL;
 		if (o->threads > 1)
-			opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_THREAD_POOL_SIZE, o->threads, NULL};
+			opts[n++] = (struct MHD_OptionItem)
+		{
+			MHD_OPTION_THREAD_POOL_SIZE, o->threads, NULL
+		};
 	}
 	if (o->tls_cert)
 	{
@@ -580,16 +591,43 @@ server_start(struct server_opts *o, struct server **out)
 			goto fail;
 		}
 		flags |= MHD_USE_TLS;
-		opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_HTTPS_MEM_CERT, 0, srv->cert};
-		opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_HTTPS_MEM_KEY, 0, srv->key};
+		opts[n++] = (struct MHD_OptionItem)
+		{
+			MHD_OPTION_HTTPS_MEM_CERT, 0, srv->cert
+		};
+		opts[n++] = (struct MHD_OptionItem)
+		{
+			MHD_OPTION_HTTPS_MEM_KEY, 0, srv->key
+		};
 	}
-	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_SOCK_ADDR, 0, &ss};
-	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
-	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_CONNECTION_TIMEOUT, o->idle_timeout, NULL};
-	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_CONNECTION_LIMIT, 1000, NULL};
-	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t) on_completed, NULL};
-	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t) on_connection, srv};
-	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_END, 0, NULL};
+	opts[n++] = (struct MHD_OptionItem)
+	{
+		MHD_OPTION_SOCK_ADDR, 0, &ss
+	};
+	opts[n++] = (struct MHD_OptionItem)
+	{
+		MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL
+	};
+	opts[n++] = (struct MHD_OptionItem)
+	{
+		MHD_OPTION_CONNECTION_TIMEOUT, o->idle_timeout, NULL
+	};
+	opts[n++] = (struct MHD_OptionItem)
+	{
+		MHD_OPTION_CONNECTION_LIMIT, 1000, NULL
+	};
+	opts[n++] = (struct MHD_OptionItem)
+	{
+		MHD_OPTION_NOTIFY_COMPLETED, (intptr_t) on_completed, NULL
+	};
+	opts[n++] = (struct MHD_OptionItem)
+	{
+		MHD_OPTION_NOTIFY_CONNECTION, (intptr_t) on_connection, srv
+	};
+	opts[n++] = (struct MHD_OptionItem)
+	{
+		MHD_OPTION_END, 0, NULL
+	};
 
 	srv->d = MHD_start_daemon(flags, (uint16_t) o->port, NULL, NULL, on_access, srv,
 							  MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
@@ -632,10 +670,11 @@ int
 http_start(void)
 {
 	struct server_opts o = {
-		.host = g_cfg.bind, .port = g_cfg.port, .tls_cert = g_cfg.tls_cert,
-		.tls_key = g_cfg.tls_key, .threads = g_cfg.threads,
-		.idle_timeout = g_cfg.idle_timeout, .admin = false, .dispatch = NULL
+		.host = g_cfg.bind,.port = g_cfg.port,.tls_cert = g_cfg.tls_cert,
+		.tls_key = g_cfg.tls_key,.threads = g_cfg.threads,
+		.idle_timeout = g_cfg.idle_timeout,.admin = false,.dispatch = NULL
 	};
+
 	return server_start(&o, &api_srv);
 }
 

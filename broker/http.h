@@ -23,7 +23,8 @@ struct req
 	char		method[16];
 	char	   *url;
 	struct kv  *form;			/* decoded form body */
-	int			nform, capform;
+	int			nform,
+				capform;
 	struct MHD_PostProcessor *pp;
 	size_t		body_bytes;		/* request body received so far */
 	bool		body_too_large; /* over MAX_REQUEST_BODY: answered 413 */

@@ -117,10 +117,26 @@ j_close(jbuf *j, char c)
 		j->depth--;
 }
 
-void		j_obj(jbuf *j) { j_open(j, '{'); }
-void		j_end_obj(jbuf *j) { j_close(j, '}'); }
-void		j_arr(jbuf *j) { j_open(j, '['); }
-void		j_end_arr(jbuf *j) { j_close(j, ']'); }
+void
+j_obj(jbuf *j)
+{
+	j_open(j, '{');
+}
+void
+j_end_obj(jbuf *j)
+{
+	j_close(j, '}');
+}
+void
+j_arr(jbuf *j)
+{
+	j_open(j, '[');
+}
+void
+j_end_arr(jbuf *j)
+{
+	j_close(j, ']');
+}
 
 static void
 j_escaped(jbuf *j, const char *s)
@@ -144,14 +160,30 @@ j_escaped(jbuf *j, const char *s)
 		}
 		switch (*p)
 		{
-			case '"': jb_raw(j, "\\\"", 2); break;
-			case '\\': jb_raw(j, "\\\\", 2); break;
-			case '\n': jb_raw(j, "\\n", 2); break;
-			case '\r': jb_raw(j, "\\r", 2); break;
-			case '\t': jb_raw(j, "\\t", 2); break;
-			case '\b': jb_raw(j, "\\b", 2); break;
-			case '\f': jb_raw(j, "\\f", 2); break;
-			default: jb_printf(j, "\\u%04x", *p); break;
+			case '"':
+				jb_raw(j, "\\\"", 2);
+				break;
+			case '\\':
+				jb_raw(j, "\\\\", 2);
+				break;
+			case '\n':
+				jb_raw(j, "\\n", 2);
+				break;
+			case '\r':
+				jb_raw(j, "\\r", 2);
+				break;
+			case '\t':
+				jb_raw(j, "\\t", 2);
+				break;
+			case '\b':
+				jb_raw(j, "\\b", 2);
+				break;
+			case '\f':
+				jb_raw(j, "\\f", 2);
+				break;
+			default:
+				jb_printf(j, "\\u%04x", *p);
+				break;
 		}
 	}
 	jb_raw(j, "\"", 1);
@@ -212,14 +244,55 @@ j_null(jbuf *j)
 	jb_raw(j, "null", 4);
 }
 
-void		j_kstr(jbuf *j, const char *k, const char *s) { j_key(j, k); j_str(j, s); }
-void		j_knum(jbuf *j, const char *k, double v) { j_key(j, k); j_num(j, v); }
-void		j_kint(jbuf *j, const char *k, long long v) { j_key(j, k); j_int(j, v); }
-void		j_kbool(jbuf *j, const char *k, bool b) { j_key(j, k); j_bool(j, b); }
-void		j_knull(jbuf *j, const char *k) { j_key(j, k); j_null(j); }
-void		j_kobj(jbuf *j, const char *k) { j_key(j, k); j_obj(j); }
-void		j_karr(jbuf *j, const char *k) { j_key(j, k); j_arr(j); }
-void		j_empty_obj(jbuf *j, const char *k) { j_key(j, k); j_obj(j); j_end_obj(j); }
+void
+j_kstr(jbuf *j, const char *k, const char *s)
+{
+	j_key(j, k);
+	j_str(j, s);
+}
+void
+j_knum(jbuf *j, const char *k, double v)
+{
+	j_key(j, k);
+	j_num(j, v);
+}
+void
+j_kint(jbuf *j, const char *k, long long v)
+{
+	j_key(j, k);
+	j_int(j, v);
+}
+void
+j_kbool(jbuf *j, const char *k, bool b)
+{
+	j_key(j, k);
+	j_bool(j, b);
+}
+void
+j_knull(jbuf *j, const char *k)
+{
+	j_key(j, k);
+	j_null(j);
+}
+void
+j_kobj(jbuf *j, const char *k)
+{
+	j_key(j, k);
+	j_obj(j);
+}
+void
+j_karr(jbuf *j, const char *k)
+{
+	j_key(j, k);
+	j_arr(j);
+}
+void
+j_empty_obj(jbuf *j, const char *k)
+{
+	j_key(j, k);
+	j_obj(j);
+	j_end_obj(j);
+}
 
 void
 j_kstrn(jbuf *j, const char *k, const char *s)

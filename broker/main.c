@@ -215,7 +215,8 @@ exe_dir_file(const char *rel)
 {
 	char		buf[PATH_MAX];
 	ssize_t		n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-	char	   *slash, *out;
+	char	   *slash,
+			   *out;
 
 	if (n <= 0)
 		return NULL;
@@ -313,7 +314,8 @@ real_arg(const char *name, const char *v)
 static void
 parse_args(int argc, char **argv, char **holdings, int *nholdings)
 {
-	int			c, idx;
+	int			c,
+				idx;
 	char		err[200];
 
 	while ((c = getopt_long(argc, argv, "h", long_opts, &idx)) != -1)
@@ -322,57 +324,115 @@ parse_args(int argc, char **argv, char **holdings, int *nholdings)
 
 		switch (c)
 		{
-			case O_BIND: g_cfg.bind = optarg; break;
-			case O_PORT: g_cfg.port = num_arg(name, optarg, 0); break;
-			case O_ADMIN_BIND: g_cfg.admin_bind = optarg; break;
-			case O_ADMIN_PORT: g_cfg.admin_port = num_arg(name, optarg, -1); break;
-			case O_PORT_FILE: g_cfg.port_file = optarg; break;
-			case O_ADMIN_PORT_FILE: g_cfg.admin_port_file = optarg; break;
-			case O_API_KEY: g_cfg.api_key = optarg; break;
-			case O_API_SECRET: g_cfg.api_secret = optarg; break;
-			case O_ACCESS_TOKEN: g_cfg.access_token = optarg; break;
-			case O_REQUEST_TOKEN: g_cfg.request_token = optarg; break;
-			case O_USER_ID: g_cfg.user_id = optarg; break;
+			case O_BIND:
+				g_cfg.bind = optarg;
+				break;
+			case O_PORT:
+				g_cfg.port = num_arg(name, optarg, 0);
+				break;
+			case O_ADMIN_BIND:
+				g_cfg.admin_bind = optarg;
+				break;
+			case O_ADMIN_PORT:
+				g_cfg.admin_port = num_arg(name, optarg, -1);
+				break;
+			case O_PORT_FILE:
+				g_cfg.port_file = optarg;
+				break;
+			case O_ADMIN_PORT_FILE:
+				g_cfg.admin_port_file = optarg;
+				break;
+			case O_API_KEY:
+				g_cfg.api_key = optarg;
+				break;
+			case O_API_SECRET:
+				g_cfg.api_secret = optarg;
+				break;
+			case O_ACCESS_TOKEN:
+				g_cfg.access_token = optarg;
+				break;
+			case O_REQUEST_TOKEN:
+				g_cfg.request_token = optarg;
+				break;
+			case O_USER_ID:
+				g_cfg.user_id = optarg;
+				break;
 			case O_TOKEN_EXPIRES_AT:
 				if (!parse_ist(optarg, &g_cfg.token_expires_at))
 					die("--token-expires-at: expected 'yyyy-mm-dd hh:mm:ss' or epoch");
 				break;
-			case O_TOKEN_TTL: g_cfg.token_ttl = num_arg(name, optarg, 1); break;
+			case O_TOKEN_TTL:
+				g_cfg.token_ttl = num_arg(name, optarg, 1);
+				break;
 			case O_SEED:
 				g_cfg.seed = (uint64_t) strtoull(optarg, NULL, 10);
 				g_cfg.seed_given = true;
 				break;
-			case O_ADMIN_TOKEN: g_cfg.admin_token = optarg; break;
-			case O_INSTRUMENTS: g_cfg.instruments = strdup(optarg); break;
-			case O_TICK_MS: g_cfg.tick_ms = num_arg(name, optarg, 0); break;
-			case O_VOLATILITY: g_cfg.volatility = real_arg(name, optarg); break;
-			case O_CASH: g_cfg.cash = real_arg(name, optarg); break;
-			case O_COMMODITY_CASH: g_cfg.commodity_cash = real_arg(name, optarg); break;
-			case O_MIS_MARGIN: g_cfg.mis_margin = real_arg(name, optarg); break;
+			case O_ADMIN_TOKEN:
+				g_cfg.admin_token = optarg;
+				break;
+			case O_INSTRUMENTS:
+				g_cfg.instruments = strdup(optarg);
+				break;
+			case O_TICK_MS:
+				g_cfg.tick_ms = num_arg(name, optarg, 0);
+				break;
+			case O_VOLATILITY:
+				g_cfg.volatility = real_arg(name, optarg);
+				break;
+			case O_CASH:
+				g_cfg.cash = real_arg(name, optarg);
+				break;
+			case O_COMMODITY_CASH:
+				g_cfg.commodity_cash = real_arg(name, optarg);
+				break;
+			case O_MIS_MARGIN:
+				g_cfg.mis_margin = real_arg(name, optarg);
+				break;
 			case O_HOLDING:
 				if (*nholdings >= MAX_HOLDINGS)
 					die("too many --holding");
 				holdings[(*nholdings)++] = optarg;
 				break;
-			case O_TLS_CERT: g_cfg.tls_cert = optarg; break;
-			case O_TLS_KEY: g_cfg.tls_key = optarg; break;
-			case O_RATE_QUOTE: g_cfg.rl_quote_per_s = num_arg(name, optarg, 0); break;
-			case O_RATE_OTHER: g_cfg.rl_other_per_s = num_arg(name, optarg, 0); break;
-			case O_RATE_ORDERS: g_cfg.rl_order_per_s = num_arg(name, optarg, 0); break;
-			case O_RATE_ORDERS_MIN: g_cfg.rl_order_per_min = num_arg(name, optarg, 0); break;
-			case O_RATE_ORDERS_DAY: g_cfg.rl_order_per_day = num_arg(name, optarg, 0); break;
-			case O_RATE_HISTORICAL: g_cfg.rl_historical_per_s = num_arg(name, optarg, 0); break;
+			case O_TLS_CERT:
+				g_cfg.tls_cert = optarg;
+				break;
+			case O_TLS_KEY:
+				g_cfg.tls_key = optarg;
+				break;
+			case O_RATE_QUOTE:
+				g_cfg.rl_quote_per_s = num_arg(name, optarg, 0);
+				break;
+			case O_RATE_OTHER:
+				g_cfg.rl_other_per_s = num_arg(name, optarg, 0);
+				break;
+			case O_RATE_ORDERS:
+				g_cfg.rl_order_per_s = num_arg(name, optarg, 0);
+				break;
+			case O_RATE_ORDERS_MIN:
+				g_cfg.rl_order_per_min = num_arg(name, optarg, 0);
+				break;
+			case O_RATE_ORDERS_DAY:
+				g_cfg.rl_order_per_day = num_arg(name, optarg, 0);
+				break;
+			case O_RATE_HISTORICAL:
+				g_cfg.rl_historical_per_s = num_arg(name, optarg, 0);
+				break;
 			case O_HIST_MAX_DAYS:
 				if (historical_set_max_days(optarg, err, sizeof(err)) != 0)
 					die("--%s: %s", name, err);
 				break;
-			case O_SYNTHETIC: g_cfg.synthetic_instruments = num_arg(name, optarg, 0); break;
+			case O_SYNTHETIC:
+				g_cfg.synthetic_instruments = num_arg(name, optarg, 0);
+				break;
 			case O_NO_RATE_LIMIT:
 				g_cfg.rl_historical_per_s = 0;
 				g_cfg.rl_quote_per_s = g_cfg.rl_other_per_s = g_cfg.rl_order_per_s = 0;
 				g_cfg.rl_order_per_min = g_cfg.rl_order_per_day = 0;
 				break;
-			case O_MAX_MODS: g_cfg.max_modifications = num_arg(name, optarg, 0); break;
+			case O_MAX_MODS:
+				g_cfg.max_modifications = num_arg(name, optarg, 0);
+				break;
 			case O_FAULT:
 				if (faults_set(&g_cfg.faults, name, optarg, err, sizeof(err)) != 0)
 					die("--%s: %s", name, err);
@@ -381,15 +441,31 @@ parse_args(int argc, char **argv, char **holdings, int *nholdings)
 				if (ws_option(name + 3, optarg, err, sizeof(err)) != 0)
 					die("--%s: %s", name, err);
 				break;
-			case O_LOG: g_cfg.log_path = optarg; break;
-			case O_QUIET: g_cfg.quiet = true; break;
-			case O_THREADS: g_cfg.threads = num_arg(name, optarg, 0); break;
-			case O_IDLE_TIMEOUT: g_cfg.idle_timeout = num_arg(name, optarg, 0); break;
-			case O_REQUIRE_VERSION: g_cfg.require_version = true; break;
-			case O_VERSION: printf("paper-broker %s\n", PB_VERSION); exit(0);
+			case O_LOG:
+				g_cfg.log_path = optarg;
+				break;
+			case O_QUIET:
+				g_cfg.quiet = true;
+				break;
+			case O_THREADS:
+				g_cfg.threads = num_arg(name, optarg, 0);
+				break;
+			case O_IDLE_TIMEOUT:
+				g_cfg.idle_timeout = num_arg(name, optarg, 0);
+				break;
+			case O_REQUIRE_VERSION:
+				g_cfg.require_version = true;
+				break;
+			case O_VERSION:
+				printf("paper-broker %s\n", PB_VERSION);
+				exit(0);
 			case 'h':
-			case O_HELP: usage(stdout); exit(0);
-			default: usage(stderr); exit(2);
+			case O_HELP:
+				usage(stdout);
+				exit(0);
+			default:
+				usage(stderr);
+				exit(2);
 		}
 	}
 	if (optind < argc)
@@ -404,8 +480,10 @@ add_holdings(char **holdings, int n)
 	for (int i = 0; i < n; i++)
 	{
 		char	   *spec = strdup(holdings[i]);
-		char	   *avg = strrchr(spec, ':'), *qty;
-		double		a, q;
+		char	   *avg = strrchr(spec, ':'),
+				   *qty;
+		double		a,
+					q;
 		int			idx;
 
 		if (!avg)
@@ -447,7 +525,8 @@ int
 main(int argc, char **argv)
 {
 	char	   *holdings[MAX_HOLDINGS];
-	int			nholdings = 0, sig;
+	int			nholdings = 0,
+				sig;
 	char		err[512];
 	sigset_t	set;
 
@@ -510,7 +589,8 @@ main(int argc, char **argv)
 	market_stop_ticker();
 	admin_stop();
 	http_stop();
-	LOCK();
+	LOCK		();
+
 	orders_reset();
 	portfolio_free();
 	ratelimit_free();

@@ -22,7 +22,8 @@
 static instrument *insts;
 static int	ninst;
 static char *csv_header;
-static int *by_key, *by_token;	/* open addressing, idx+1 */
+static int *by_key,
+		   *by_token;			/* open addressing, idx+1 */
 static size_t hsize;
 static rng	walk_rng;
 static long tick_count;
@@ -198,7 +199,8 @@ instrument_init(instrument *in, double csv_price)
 }
 
 /* optional columns: instrument_type, expiry (-1 when absent) */
-static int	col_type = -1, col_expiry = -1;
+static int	col_type = -1,
+			col_expiry = -1;
 
 /* add one CSV data row (modified in place); cols are the six needed ones */
 static void
@@ -308,10 +310,12 @@ market_load(const char *path, char *err, size_t errlen)
 {
 	size_t		len;
 	char	   *data = read_file(path, &len);
-	char	   *line, *save = NULL;
+	char	   *line,
+			   *save = NULL;
 	char	   *f[32];
 	char	   *header_copy;
-	int			col[6], nf;
+	int			col[6],
+				nf;
 	static const char *const names[] = {
 		"instrument_token", "tradingsymbol", "exchange", "segment", "last_price", "tick_size"
 	};
@@ -450,7 +454,8 @@ ticker_main(void *arg)
 
 	(void) arg;
 	clock_gettime(CLOCK_REALTIME, &deadline);
-	LOCK();
+	LOCK		();
+
 	while (!ticker_stop)
 	{
 		deadline.tv_nsec += (g_cfg.tick_ms % 1000) * 1000000L;
@@ -484,7 +489,8 @@ market_stop_ticker(void)
 {
 	if (!ticker_running)
 		return;
-	LOCK();
+	LOCK		();
+
 	ticker_stop = true;
 	pthread_cond_broadcast(&ticker_cond);
 	UNLOCK();
@@ -553,7 +559,8 @@ static void
 quote_one(jbuf *j, const instrument *in, enum quote_mode mode)
 {
 	char		ts[32];
-	long		bq = 0, sq = 0;
+	long		bq = 0,
+				sq = 0;
 
 	j_obj(j);
 	j_kint(j, "instrument_token", in->token);
@@ -621,7 +628,8 @@ quote_common(struct req *r, reply *rp, enum quote_mode mode)
 	}
 	jb_init(&j);
 	j_obj(&j);
-	LOCK();
+	LOCK		();
+
 	for (int i = 0; i < n; i++)
 	{
 		int			idx = market_find(keys[i]);

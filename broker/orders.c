@@ -26,8 +26,14 @@ typedef struct ostate
 	char		msg[160];
 	char		order_type[8];
 	char		validity[8];
-	double		price, trigger, avg;
-	long		qty, filled, pending, cancelled, disclosed;
+	double		price,
+				trigger,
+				avg;
+	long		qty,
+				filled,
+				pending,
+				cancelled,
+				disclosed;
 	double		ts;
 	bool		exch;			/* reached the exchange: has exchange ids */
 	bool		modified;
@@ -49,23 +55,27 @@ typedef struct order
 	int			nmod;
 	ostate		cur;
 	ostate	   *hist;
-	int			nhist, caphist;
+	int			nhist,
+				caphist;
 } order;
 
 typedef struct trade
 {
 	char		trade_id[16];
-	int			order;
+	int order;
 	double		price;
 	long		qty;
 	double		ts;
 } trade;
 
 static order **orders;
-static int	norders, caporders;
+static int	norders,
+			caporders;
 static trade *trades;
-static int	ntrades, captrades;
-static unsigned long order_seq, trade_seq;
+static int	ntrades,
+			captrades;
+static unsigned long order_seq,
+			trade_seq;
 
 int
 orders_count(void)
@@ -236,7 +246,8 @@ static void
 emit_order(jbuf *j, const order *o, const ostate *st, bool full)
 {
 	instrument *in = market_get(o->inst);
-	char		ts[32], ets[32];
+	char		ts[32],
+				ets[32];
 
 	fmt_ist(st->ts, ts, sizeof(ts));
 	fmt_ist(o->exch_ts, ets, sizeof(ets));
@@ -296,7 +307,8 @@ emit_trade(jbuf *j, const trade *t)
 {
 	const order *o = orders[t->order];
 	instrument *in = market_get(o->inst);
-	char		ts[32], hms[16];
+	char		ts[32],
+				hms[16];
 
 	fmt_ist(t->ts, ts, sizeof(ts));
 	fmt_ist_time(t->ts, hms, sizeof(hms));
@@ -326,7 +338,8 @@ h_orders(struct req *r, char **args, reply *rp)
 	(void) args;
 	jb_init(&j);
 	j_arr(&j);
-	LOCK();
+	LOCK		();
+
 	for (int i = 0; i < norders; i++)
 		emit_order(&j, orders[i], &orders[i]->cur, true);
 	UNLOCK();
@@ -347,7 +360,8 @@ h_order_history(struct req *r, char **args, reply *rp)
 	order	   *o;
 
 	(void) r;
-	LOCK();
+	LOCK		();
+
 	if (!(o = order_find(args[0])))
 	{
 		UNLOCK();
@@ -369,7 +383,8 @@ trades_reply(reply *rp, const char *order_id)
 	jbuf		j;
 	int			idx = -1;
 
-	LOCK();
+	LOCK		();
+
 	if (order_id)
 	{
 		order	   *o = order_find(order_id);
@@ -553,7 +568,8 @@ h_place(struct req *r, char **args, reply *rp)
 		return;
 	}
 
-	LOCK();
+	LOCK		();
+
 	idx = market_find2(exch, sym);
 	in = market_get(idx);
 	if (!in || !in->tradable)
@@ -649,10 +665,12 @@ h_modify(struct req *r, char **args, reply *rp)
 	order	   *o;
 	ostate		st;
 	double		d;
-	const char *v, *bad;
+	const char *v,
+			   *bad;
 	bool		was_open;
 
-	LOCK();
+	LOCK		();
+
 	if (!(o = changeable(args, rp, "modified")))
 	{
 		UNLOCK();
@@ -713,7 +731,8 @@ h_cancel(struct req *r, char **args, reply *rp)
 	order	   *o;
 
 	(void) r;
-	LOCK();
+	LOCK		();
+
 	if (!(o = changeable(args, rp, "cancelled")))
 	{
 		UNLOCK();

@@ -30,9 +30,11 @@ typedef struct holding
 } holding;
 
 static position *positions;
-static int	npositions, cappositions;
+static int	npositions,
+			cappositions;
 static holding *holdings;
-static int	nholdings, capholdings;
+static int	nholdings,
+			capholdings;
 static int	nopening;			/* holdings[0..nopening) come from --holding */
 
 void
@@ -57,7 +59,10 @@ void
 portfolio_add_holding(int inst, long qty, double avg)
 {
 	holdings = grow_array(holdings, nholdings, &capholdings, sizeof(holding), 8);
-	holdings[nholdings++] = (holding) {inst, qty, avg};
+	holdings[nholdings++] = (holding)
+	{
+		inst, qty, avg
+	};
 	nopening = nholdings;
 }
 
@@ -129,7 +134,11 @@ margin_factor(const char *product)
 
 typedef struct seg_totals
 {
-	double		cash, blocked, delivery, realised, unrealised;
+	double		cash,
+				blocked,
+				delivery,
+				realised,
+				unrealised;
 } seg_totals;
 
 static void
@@ -161,7 +170,8 @@ portfolio_margin_ok(int inst, const char *product, bool buy, long qty, double pr
 	const instrument *in = market_get(inst);
 	position   *p = pos_find(inst, product, false);
 	seg_totals	t;
-	double		need, avail;
+	double		need,
+				avail;
 
 	if (p && p->net_qty != 0 && (p->net_qty > 0) != buy && qty <= labs(p->net_qty))
 		return true;			/* reduces an open position */
@@ -230,7 +240,8 @@ h_positions(struct req *r, char **args, reply *rp)
 	(void) args;
 	jb_init(&j);
 	j_obj(&j);
-	LOCK();
+	LOCK		();
+
 	for (int side = 0; side < 2; side++)
 	{
 		j_karr(&j, side == 0 ? "net" : "day");
@@ -246,7 +257,9 @@ h_positions(struct req *r, char **args, reply *rp)
 static void
 emit_holding(jbuf *j, const instrument *in, long qty, long t1, long used, double avg)
 {
-	char		isin[16], date[16], adate[32];
+	char		isin[16],
+				date[16],
+				adate[32];
 	long		held = qty + t1 - used;
 
 	snprintf(isin, sizeof(isin), "INE%07ld01", in->token % 10000000L);
@@ -296,13 +309,15 @@ h_holdings(struct req *r, char **args, reply *rp)
 	(void) args;
 	jb_init(&j);
 	j_arr(&j);
-	LOCK();
+	LOCK		();
+
 	/* opening holdings, adjusted by today's CNC trades */
 	for (int i = 0; i < nopening; i++)
 	{
 		const holding *h = &holdings[i];
 		position   *p = pos_find(h->inst, "CNC", false);
-		long		t1 = 0, used = 0;
+		long		t1 = 0,
+					used = 0;
 		double		avg = h->avg;
 
 		if (p && p->net_qty > 0)
@@ -377,7 +392,8 @@ h_margins(struct req *r, char **args, reply *rp)
 	(void) args;
 	jb_init(&j);
 	j_obj(&j);
-	LOCK();
+	LOCK		();
+
 	j_key(&j, "equity");
 	emit_segment(&j, false);
 	j_key(&j, "commodity");
@@ -400,7 +416,8 @@ h_margins_segment(struct req *r, char **args, reply *rp)
 		return;
 	}
 	jb_init(&j);
-	LOCK();
+	LOCK		();
+
 	emit_segment(&j, commodity);
 	UNLOCK();
 	reply_success(rp, &j);

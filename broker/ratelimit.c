@@ -21,7 +21,8 @@ typedef struct window
 	long		limit;
 	double		span;
 	double	   *ts;				/* ring of admitted request times */
-	long		head, count;
+	long		head,
+				count;
 } window;
 
 enum
@@ -96,7 +97,8 @@ window_add(window *w, double now)
 bool
 ratelimit_allow(enum rl_class c, const char **which)
 {
-	int			set[3], n = 0;
+	int			set[3],
+				n = 0;
 	double		now = now_epoch();
 
 	switch (c)

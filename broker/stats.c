@@ -33,14 +33,27 @@ static struct
 	int			nroutes;
 	unsigned long by_status[MAX_STATUS];
 	unsigned long ratelimited[RL_NCLASSES];
-	unsigned long inj_rate429, inj_fail, inj_html, inj_error200, inj_truncate,
-				inj_malformed, inj_drop, inj_latency,
-				inj_accept_drop, inj_accept_late;
-	unsigned long auth_failures, missing_version;
-	unsigned long conn_opened, conn_closed, conn_seq, reused, max_per_conn;
+	unsigned long inj_rate429,
+				inj_fail,
+				inj_html,
+				inj_error200,
+				inj_truncate,
+				inj_malformed,
+				inj_drop,
+				inj_latency,
+				inj_accept_drop,
+				inj_accept_late;
+	unsigned long auth_failures,
+				missing_version;
+	unsigned long conn_opened,
+				conn_closed,
+				conn_seq,
+				reused,
+				max_per_conn;
 	struct conn recent[RECENT_CLOSED];
-	int			nrecent, recent_head;
-} S;
+	int			nrecent,
+				recent_head;
+}			S;
 
 static struct conn *live;		/* open connections (not reset) */
 
@@ -104,6 +117,7 @@ stats_request(struct conn *c, enum ep_class ep, const char *route)
 				break;
 		if (i == S.nroutes && S.nroutes < MAX_ROUTES)
 			S.routes[S.nroutes++].route = route;
+
 		if (i < MAX_ROUTES)
 			S.routes[i].n++;
 	}

@@ -65,7 +65,12 @@ bool
 parse_ist(const char *s, double *out)
 {
 	struct tm	tm;
-	int			Y, M, D, h = 0, m = 0, sec = 0;
+	int			Y,
+				M,
+				D,
+				h = 0,
+				m = 0,
+				sec = 0;
 	char		tail;
 
 	if (!s || !*s)
@@ -130,7 +135,8 @@ rng_uniform(rng *r)
 double
 rng_gauss(rng *r)
 {
-	double		u1 = rng_uniform(r), u2 = rng_uniform(r);
+	double		u1 = rng_uniform(r),
+				u2 = rng_uniform(r);
 
 	if (u1 < 1e-300)
 		u1 = 1e-300;
@@ -174,7 +180,9 @@ read_file(const char *path, size_t *len)
 {
 	FILE	   *f = fopen(path, "rb");
 	char	   *buf = NULL;
-	size_t		cap = 0, n = 0, got;
+	size_t		cap = 0,
+				n = 0,
+				got;
 
 	if (!f)
 		return NULL;

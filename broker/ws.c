@@ -79,16 +79,20 @@ typedef struct wsconn
 	struct lws *wsi;
 	unsigned long id;
 	wsub	   *subs;
-	int			nsubs, capsubs;
-	wmsg	   *head, *tail;
+	int			nsubs,
+				capsubs;
+	wmsg	   *head,
+			   *tail;
 	size_t		queued;
 	double		last_sent;
 	bool		stalled;
 	bool		slow;
 	bool		closing;
-	unsigned long frames, packets;
+	unsigned long frames,
+				packets;
 	char	   *rx;				/* client message being reassembled */
-	size_t		rx_len, rx_cap;
+	size_t		rx_len,
+				rx_cap;
 } wsconn;
 
 typedef struct wsettings
@@ -98,7 +102,12 @@ typedef struct wsettings
 	long		max_conns;
 	long		max_tokens;
 	long		max_queue_kb;
-	long		stall, close, malformed, truncate, refuse, slow;
+	long		stall,
+				close,
+				malformed,
+				truncate,
+				refuse,
+				slow;
 	bool		stall_pongs;
 } wsettings;
 
@@ -126,18 +135,28 @@ typedef struct wsnap
 {
 	unsigned long id;
 	int			nsubs;
-	unsigned long frames, packets;
-	bool		stalled, slow;
+	unsigned long frames,
+				packets;
+	bool		stalled,
+				slow;
 } wsnap;
 static wsnap snaps[WS_MAX_CONNS_HARD];
 static int	nsnaps;
 
 /* order updates waiting for the service thread (under ws_lock) */
-static wmsg *pending_head, *pending_tail;
+static wmsg *pending_head,
+		   *pending_tail;
 
 /* counters (under ws_lock) */
-static unsigned long st_connections, st_refused, st_frames, st_packets,
-			st_heartbeats, st_orders, st_dropped_slow, st_faults, st_errors;
+static unsigned long st_connections,
+			st_refused,
+			st_frames,
+			st_packets,
+			st_heartbeats,
+			st_orders,
+			st_dropped_slow,
+			st_faults,
+			st_errors;
 
 void		ws_encode_packet(const instrument *in, int mode, unsigned char *out, int *len);
 
@@ -391,7 +410,8 @@ handle_text(wsconn *c, const char *msg)
 		bool		over = false;
 		double		now = now_epoch();
 
-		LOCK();
+		LOCK		();
+
 		for (int i = 0; i < n; i++)
 		{
 			wsub	   *s;
@@ -461,7 +481,8 @@ conn_ticks(wsconn *c, double now, const wsettings *s, bool *malformed, bool *tru
 	if (c->nsubs == 0)
 		return;
 	buf = malloc(2 + (size_t) WS_MAX_FRAME_PACKETS * 186 + 64);
-	LOCK();
+	LOCK		();
+
 	for (int i = 0; i < c->nsubs && count < WS_MAX_FRAME_PACKETS; i++)
 	{
 		wsub	   *sb = &c->subs[i];
@@ -554,8 +575,8 @@ tick_cb(lws_sorted_usec_list_t *sul)
 		if (c->stalled)
 		{
 			/*
-			 * A connection no longer read sees no close from its peer:
-			 * look at the socket, so that it does not linger forever.
+			 * A connection no longer read sees no close from its peer: look
+			 * at the socket, so that it does not linger forever.
 			 */
 			struct pollfd pfd = {lws_get_socket_fd(c->wsi), POLLRDHUP, 0};
 
@@ -570,7 +591,8 @@ tick_cb(lws_sorted_usec_list_t *sul)
 			due = c->subs[k].next_due <= now && c->subs[k].inst >= 0;
 		if (due || now - c->last_sent >= s.heartbeat_ms / 1000.0)
 		{
-			bool		stall, kill;
+			bool		stall,
+						kill;
 
 			pthread_mutex_lock(&ws_lock);
 			stall = take(&ws_set.stall);
@@ -721,17 +743,20 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	{
 		case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
 			{
-				char		kb[128], tb[128];
+				char		kb[128],
+							tb[128];
 				const char *key = lws_get_urlarg_by_name(wsi, "api_key=", kb, sizeof(kb));
 				const char *tok = lws_get_urlarg_by_name(wsi, "access_token=", tb, sizeof(tb));
-				bool		forced, ok;
+				bool		forced,
+							ok;
 				long		maxc;
 
 				pthread_mutex_lock(&ws_lock);
 				forced = take(&ws_set.refuse);
 				maxc = ws_set.max_conns;
 				pthread_mutex_unlock(&ws_lock);
-				LOCK();
+				LOCK		();
+
 				ok = auth_token_ok(key, tok);
 				UNLOCK();
 				if (forced || !ok)

@@ -97,10 +97,14 @@ ws_encode_packet(const instrument *in, int mode, unsigned char *out, int *len)
 		return;
 	}
 	{
-		long		bq = 0, sq = 0;
-		double		bp[5], sp[5];
-		long		bqty[5], sqty[5];
-		int			bo[5], so[5];
+		long		bq = 0,
+					sq = 0;
+		double		bp[5],
+					sp[5];
+		long		bqty[5],
+					sqty[5];
+		int			bo[5],
+					so[5];
 
 		for (int k = 0; k < 5; k++)
 		{

@@ -29,7 +29,8 @@
 #define CORRELATION_MAX_ERROR			2000
 #define CORRELATION_MAX_ATTRIBUTES		8192	/* attributes as JSON text */
 #define CORRELATION_MAX_USER			(NAMEDATALEN - 1)
-#define CORRELATION_MAX_DEPTH			1000	/* nested open operations per backend */
+#define CORRELATION_MAX_DEPTH			1000	/* nested open operations per
+												 * backend */
 
 /* Record kinds in the ring. */
 #define CORRELATION_REC_PAD			1	/* filler up to the end of the ring */
@@ -38,8 +39,10 @@
 
 /* Event flags. */
 #define CORRELATION_F_PARENT			0x01	/* parent is set */
-#define CORRELATION_F_AUTO				0x02	/* end made by the extension, not the user */
-#define CORRELATION_F_BEGIN_INFO		0x04	/* end carries the begin's fields */
+#define CORRELATION_F_AUTO				0x02	/* end made by the extension,
+												 * not the user */
+#define CORRELATION_F_BEGIN_INFO		0x04	/* end carries the begin's
+												 * fields */
 
 /* Every record starts 16-byte aligned with this header. */
 typedef struct CorrelationRecHeader
@@ -57,7 +60,8 @@ typedef struct CorrelationEvent
 {
 	uint64		seq;			/* 1, 2, ... in reservation order */
 	TimestampTz ts;				/* begin: start time; end: end time */
-	TimestampTz started_at;		/* end with CORRELATION_F_BEGIN_INFO: start time */
+	TimestampTz started_at;		/* end with CORRELATION_F_BEGIN_INFO: start
+								 * time */
 	pg_uuid_t	id;
 	pg_uuid_t	parent;
 	int32		pid;			/* backend that began the operation */
@@ -67,7 +71,8 @@ typedef struct CorrelationEvent
 	uint16		status_len;		/* end only */
 	uint32		attr_len;		/* begin only: attributes JSON text */
 	uint32		err_len;		/* end only */
-	char		data[FLEXIBLE_ARRAY_MEMBER];	/* op, user, attrs, status, error */
+	char		data[FLEXIBLE_ARRAY_MEMBER];	/* op, user, attrs, status,
+												 * error */
 } CorrelationEvent;
 
 #define CORRELATION_MAX_RECORD \
@@ -77,19 +82,23 @@ typedef struct CorrelationEvent
 
 typedef struct CorrelationShared
 {
-	slock_t		mutex;			/* protects head, next_seq, dropped_total, wake_pending */
+	slock_t		mutex;			/* protects head, next_seq, dropped_total,
+								 * wake_pending */
 	uint64		head;			/* byte position of the next reservation */
 	uint64		next_seq;		/* sequence number of the next event */
 	uint64		dropped_total;	/* events refused because the ring was full */
-	bool		wake_pending;	/* a producer has already set the writer's latch */
+	bool		wake_pending;	/* a producer has already set the writer's
+								 * latch */
 
 	pg_atomic_uint64 tail;		/* first byte not yet released by the writer */
-	pg_atomic_uint64 consumed_seq;	/* every seq <= this is written or discarded */
+	pg_atomic_uint64 consumed_seq;	/* every seq <= this is written or
+									 * discarded */
 	pg_atomic_uint64 written_total;
 	pg_atomic_uint64 discarded_total;	/* bad events the writer skipped */
 	pg_atomic_uint32 writer_procno; /* pgprocno of the writer, or -1 */
 	pg_atomic_uint32 writer_pid;
-	pg_atomic_uint32 database_seen;	/* 0 after a failed connection (bgw_common.c) */
+	pg_atomic_uint32 database_seen; /* 0 after a failed connection
+									 * (bgw_common.c) */
 
 	TimestampTz epoch;			/* when shared memory was (re)initialised */
 	uint64		size;			/* bytes in ring[] (a multiple of 16) */
@@ -110,7 +119,8 @@ extern bool correlation_log_ids;
 /* One event to enqueue; strings need not be NUL-terminated. */
 typedef struct CorrelationEventArgs
 {
-	int			kind;			/* CORRELATION_REC_BEGIN or CORRELATION_REC_END */
+	int			kind;			/* CORRELATION_REC_BEGIN or
+								 * CORRELATION_REC_END */
 	int			flags;
 	const pg_uuid_t *id;
 	const pg_uuid_t *parent;

@@ -468,7 +468,7 @@ tenv_parse_keys(const char *text, size_t len, TenvKey *keys, int maxkeys,
 				*errmsg = "the same key version appears twice";
 				return -1;
 			}
-		if (!tenv_hex_decode(text + hexstart, 2 * TENV_KEY_LEN, keys[n].key))
+		if (!tenv_hex_decode(text +hexstart, 2 * TENV_KEY_LEN, keys[n].key))
 		{
 			OPENSSL_cleanse(keys[n].key, sizeof(keys[n].key));
 			*errline = line;

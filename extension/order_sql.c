@@ -131,8 +131,8 @@ order_sender_wake(void)
  * ---------------------------------------------------------------------
  */
 static bool callbacks_registered = false;
-static int	wake_level = 0;			/* 0: no wake-up wanted; else the
-									 * outermost nest level that asked */
+static int	wake_level = 0;		/* 0: no wake-up wanted; else the outermost
+								 * nest level that asked */
 
 static void
 order_xact_callback(XactEvent event, void *arg)

@@ -143,7 +143,7 @@ resolve_program(const char *program)
 }
 
 static void
-fail(CheckResult *r, const char *hint, const char *fmt,...) pg_attribute_printf(3, 4);
+			fail(CheckResult *r, const char *hint, const char *fmt,...) pg_attribute_printf(3, 4);
 
 static void
 fail(CheckResult *r, const char *hint, const char *fmt,...)

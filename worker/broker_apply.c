@@ -200,12 +200,11 @@ load_config_body(void *arg)
 	}
 
 	/*
-	 * watchlist: batches per mode, within the per-call and URL limits.
-	 * While the ticker streams, the instruments it streams are not polled
-	 * (ticker.c); its 'quote' mode is polled as full.  Instruments the
-	 * broker refused (1.1: refused_at) are skipped, and so are those the
-	 * instrument master does not list (1.1: unknown_since, see
-	 * 52_instruments.sql).
+	 * watchlist: batches per mode, within the per-call and URL limits. While
+	 * the ticker streams, the instruments it streams are not polled
+	 * (ticker.c); its 'quote' mode is polled as full.  Instruments the broker
+	 * refused (1.1: refused_at) are skipped, and so are those the instrument
+	 * master does not list (1.1: unknown_since, see 52_instruments.sql).
 	 */
 	if (SPI_execute(ticker_streaming() ?
 					"SELECT w.instrument, CASE w.mode WHEN 'quote' THEN 'full' ELSE w.mode END AS m "
@@ -487,9 +486,10 @@ typedef struct ApplyArgs
 	Oid			argtypes[3];
 	Datum		values[3];
 	bool		legacy;			/* a 1.0 install: roll back a non-2xx success */
-	const char *body;			/* the broker's bytes: made into values[body_arg]
-								 * inside the transaction (as jsonb when
-								 * body_jsonb), where an error is caught */
+	const char *body;			/* the broker's bytes: made into
+								 * values[body_arg] inside the transaction (as
+								 * jsonb when body_jsonb), where an error is
+								 * caught */
 	Size		body_len;
 	int			body_arg;
 	bool		body_jsonb;
@@ -704,6 +704,7 @@ broker_apply_text(const char *sql, const char *text, Size len,
 	a.nargs = 1;
 	a.argtypes[0] = TEXTOID;
 	a.body = text;
+
 	a.body_len = len;
 	run_apply(&a);
 }

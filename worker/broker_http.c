@@ -62,8 +62,8 @@ typedef struct HttpSlot
 	char		errbuf[CURL_ERROR_SIZE];
 } HttpSlot;
 
-static CURLM *multi = NULL;
-static CURLSH *share = NULL;
+static CURLM * multi = NULL;
+static CURLSH * share = NULL;
 static HttpSlot slots[BROKER_SLOTS];
 static MemoryContext BrokerHttpContext = NULL;
 static bool curl_global_done = false;
@@ -141,7 +141,7 @@ progress_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
 
 /* options every request shares */
 static void
-set_common_options(CURL *h, HttpSlot *s)
+set_common_options(CURL * h, HttpSlot *s)
 {
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_VERBOSE, 0L);

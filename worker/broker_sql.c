@@ -433,7 +433,7 @@ broker_login(PG_FUNCTION_ARGS)
 	char	   *api_key = trading_text_arg(fcinfo, 0, "api_key", 128);
 	char	   *request_token = trading_text_arg(fcinfo, 1, "request_token", 256);
 	char	   *api_secret = PG_NARGS() > 2
-		? trading_text_arg(fcinfo, 2, "api_secret", 256) : NULL;
+	? trading_text_arg(fcinfo, 2, "api_secret", 256) : NULL;
 	char		checksum[65];
 	char	   *form;
 	char	   *url;

@@ -211,7 +211,8 @@ broker_worker_shmem_startup(void)
 	bw_shared->state = BWS_NOT_RUNNING;
 	bw_shared->session_state = BSS_UNKNOWN;
 	bw_shared->procno = -1;
-	pg_atomic_init_u32(&bw_shared->database_seen, 1);	/* until a connection fails */
+	pg_atomic_init_u32(&bw_shared->database_seen, 1);	/* until a connection
+														 * fails */
 	pg_atomic_init_u64(&bw_shared->session_gen, 0);
 	pg_atomic_init_u64(&bw_shared->config_gen, 0);
 	pg_atomic_init_u64(&bw_shared->connections_opened, 0);
@@ -306,6 +307,7 @@ static uint64 session_epoch = 0;	/* bumped by each session (re)load */
 /* the last synchronisation of the rate limits failed (logged once) */
 static bool rate_sync_failed = false;
 static int64 last_rate_sync_us;
+
 /* kite.orders windows rebuilt from trading.order_requests on this primary */
 static bool order_windows_rebuilt = false;
 
@@ -738,8 +740,10 @@ request_done(int slot, BrokerResponse *resp)
 		s->not_before_us = 0;
 		if (ep == BEP_QUOTES && broker_quote_batch_ok(&cfg, s->batch))
 		{
-			/* a suspect group was innocent: the batches are rebuilt, and
-			 * the batch after it takes its index */
+			/*
+			 * a suspect group was innocent: the batches are rebuilt, and the
+			 * batch after it takes its index
+			 */
 			reload_wanted = true;
 			s->due_us = now;
 		}
@@ -771,8 +775,10 @@ request_done(int slot, BrokerResponse *resp)
 			strncmp(res.message, "InputException:", 15) == 0 &&
 			broker_quote_batch_refused(&cfg, s->batch, res.message))
 		{
-			/* isolating the refused instrument: no backoff, as the rate
-			 * limiter allows; the first batches are the suspects */
+			/*
+			 * isolating the refused instrument: no backoff, as the rate
+			 * limiter allows; the first batches are the suspects
+			 */
 			reload_wanted = true;
 			s->batch = 0;
 			s->due_us = now;

@@ -54,7 +54,8 @@ typedef struct MarketResponse
 	long		http_status;
 	bool		is_json;
 	bool		too_large;
-	char	   *body;			/* NUL-terminated, palloc'd in the caller's context */
+	char	   *body;			/* NUL-terminated, palloc'd in the caller's
+								 * context */
 	Size		len;
 	int64		ttfb_us;		/* time to the reply's first byte; 0 = none */
 	char		errbuf[256];

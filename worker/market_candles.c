@@ -274,6 +274,7 @@ market_backfill_step(long *wait_ms)
 		*wait_ms = Max(1, (long) ((not_before - GetCurrentTimestamp()) / 1000));
 		return false;
 	}
+
 	/*
 	 * The broker worker's session, reloaded when a new one is set
 	 * (set_broker_session bumps session_gen) or the broker refused it.

@@ -25,7 +25,7 @@
 #include "miscadmin.h"
 #include "utils/memutils.h"
 
-static CURL *easy = NULL;
+static CURL * easy = NULL;
 
 typedef struct Sink
 {
@@ -131,7 +131,8 @@ market_http_get(const char *url, const char *auth_header, long timeout_ms,
 		curl_easy_setopt(easy, CURLOPT_CAINFO, broker_ca_file);
 	hdr = curl_slist_append(hdr, "X-Kite-Version: 3");
 	if (auth_header)
-		hdr = curl_slist_append(hdr, auth_header);	/* "Authorization: token ..." */
+		hdr = curl_slist_append(hdr, auth_header);	/* "Authorization: token
+													 * ..." */
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdr);
 
 	code = curl_easy_perform(easy);

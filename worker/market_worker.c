@@ -197,6 +197,7 @@ due_body(void *arg)
 	args[0] = CStringGetTextDatum(market_refresh_time);
 	args[1] = Int32GetDatum(market_clock_offset_s);
 	args[2] = TimestampTzGetDatum(worker_started_at);
+
 	/*
 	 * The latest occurrence of the refresh time (IST) at the worker's clock
 	 * is due when no successful load started after it (same clock); a list

@@ -58,7 +58,7 @@ typedef struct OrderSlot
 	char		errbuf[CURL_ERROR_SIZE];
 } OrderSlot;
 
-static CURLM *multi = NULL;
+static CURLM * multi = NULL;
 static OrderSlot *slots = NULL;
 static int	nslots = 0;
 static MemoryContext OrderHttpContext = NULL;
@@ -244,7 +244,7 @@ order_http_start(int slot, const char *method, const char *url,
 }
 
 static bool
-never_left(CURLcode code, CURL *h)
+never_left(CURLcode code, CURL * h)
 {
 	curl_off_t	pretransfer = 0;
 
@@ -318,7 +318,8 @@ order_http_wait(long timeout_ms, int *n, bool *latch_set)
 		if (curl_to >= 0)
 			timeout_ms = Min(timeout_ms, curl_to);
 		if (maxfd < 0)
-			timeout_ms = Min(timeout_ms, 5);	/* curl wants to be called soon */
+			timeout_ms = Min(timeout_ms, 5);	/* curl wants to be called
+												 * soon */
 	}
 
 	set = CreateWaitEventSet(CurrentMemoryContext, 3 + Max(maxfd + 1, 0));

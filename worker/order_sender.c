@@ -56,7 +56,7 @@ PGDLLEXPORT void order_sender_main(Datum main_arg);
 
 #define WATCHDOG_US			1000000
 #define SESSION_RETRY_US	2000000
-#define SAFETY_SCAN_US		5000000	/* prepared transactions, lost wake-ups */
+#define SAFETY_SCAN_US		5000000 /* prepared transactions, lost wake-ups */
 
 typedef struct InFlight
 {
@@ -489,8 +489,8 @@ replies_body(void *arg)
 
 	/*
 	 * The outcome need not wait for the disk: if a crash loses it, the
-	 * request is still 'sending', becomes 'unknown' at start and is
-	 * settled by its tag.  ('sending' itself is committed synchronously.)
+	 * request is still 'sending', becomes 'unknown' at start and is settled
+	 * by its tag.  ('sending' itself is committed synchronously.)
 	 */
 	exec_simple("SET LOCAL synchronous_commit = off");
 	for (int i = 0; i < a->n; i++)
@@ -533,7 +533,8 @@ reconciled(OrderReply *r)
 		unit_of_work("trading order sender: reconciling", reconcile_body, r);
 	correlation_emit_end(&inflight[recon_slot].op, "ok", NULL);
 	inflight[recon_slot].used = false;
-	reconcile_at_us = trading_monotonic_us() + 500000;	/* checked by the watchdog */
+	reconcile_at_us = trading_monotonic_us() + 500000;	/* checked by the
+														 * watchdog */
 }
 
 typedef struct WatchdogArgs

@@ -34,7 +34,7 @@ typedef struct OrderSenderShared
 	slock_t		mutex;
 	int			procno;			/* pgprocno of the sender, -1 */
 	pid_t		pid;
-	pg_atomic_uint32 database_seen;	/* see bgw_common.h */
+	pg_atomic_uint32 database_seen; /* see bgw_common.h */
 	pg_atomic_uint64 wakeups;	/* commits that woke the sender */
 	pg_atomic_uint64 attempts;	/* HTTP attempts started */
 	pg_atomic_uint64 placed;
@@ -42,7 +42,7 @@ typedef struct OrderSenderShared
 	pg_atomic_uint64 unknown;
 	pg_atomic_uint64 retried;
 	pg_atomic_uint64 reconciliations;	/* order book fetches for unknown */
-	pg_atomic_uint64 limiter_waits;	/* sends postponed by our limiter */
+	pg_atomic_uint64 limiter_waits; /* sends postponed by our limiter */
 } OrderSenderShared;
 
 extern OrderSenderShared *os_shared;

@@ -579,7 +579,10 @@ reload_session(void)
 static bool
 market_open(void)
 {
-	int			h1, m1, h2, m2;
+	int			h1,
+				m1,
+				h2,
+				m2;
 	pg_time_t	now;
 	struct pg_tm *tm;
 	int			minute;

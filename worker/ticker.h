@@ -103,11 +103,11 @@ typedef struct TickerShared
 	pg_atomic_uint64 ticks_stored;	/* rows written to trading.ticks */
 	pg_atomic_uint64 ticks_not_stored;	/* opted out */
 	pg_atomic_uint64 quotes_written;
-	pg_atomic_uint64 ticks_dropped;	/* lost: buffer overflow */
+	pg_atomic_uint64 ticks_dropped; /* lost: buffer overflow */
 	pg_atomic_uint64 flushes;
 	pg_atomic_uint64 flush_errors;
-	pg_atomic_uint64 copy_us;		/* time spent in the COPY of ticks */
-	pg_atomic_uint64 quotes_us;		/* time spent upserting quotes */
+	pg_atomic_uint64 copy_us;	/* time spent in the COPY of ticks */
+	pg_atomic_uint64 quotes_us; /* time spent upserting quotes */
 	pg_atomic_uint64 order_updates;
 	pg_atomic_uint64 order_update_errors;
 	pg_atomic_uint64 unsubscribed_over_limit;	/* watchlist beyond 3 x 3000 */
@@ -155,9 +155,14 @@ typedef struct TickerTick
 	uint32		volume;
 	uint32		buy_quantity;
 	uint32		sell_quantity;
-	uint32		open, high, low, close;
+	uint32		open,
+				high,
+				low,
+				close;
 	uint32		last_trade_time;	/* epoch seconds, 0 = none */
-	uint32		oi, oi_day_high, oi_day_low;
+	uint32		oi,
+				oi_day_high,
+				oi_day_low;
 	uint32		exchange_time;	/* epoch seconds, 0 = none */
 	TickerDepth depth[10];		/* 5 buy, then 5 sell */
 } TickerTick;
@@ -178,6 +183,7 @@ extern TickerFrameResult ticker_decode_frame(const uint8 *buf, size_t len,
 											 int64 received_us,
 											 TickerTick *out, int max, int *n,
 											 const char **why);
+
 /* the price as exact decimal text ("1573.70"); buf of 24 bytes */
 extern char *ticker_price_text(uint32 v, int decimals, char *buf);
 extern int	ticker_decimals(uint32 token);
@@ -188,13 +194,14 @@ extern int	ticker_decimals(uint32 token);
 typedef struct TickerEntry
 {
 	uint32		token;			/* hash key */
-	char		instrument[64];	/* EXCHANGE:SYMBOL */
+	char		instrument[64]; /* EXCHANGE:SYMBOL */
 	uint8		mode;			/* wanted */
 	bool		store;			/* store ticks (watchlist.store_ticks) */
 	bool		seen;			/* in the last load */
 	bool		quoted;			/* its trading.quotes row exists */
 	int8		conn;			/* assigned connection, -1 = none */
-	int8		sent_mode;		/* mode the connection has, -1 = not subscribed */
+	int8		sent_mode;		/* mode the connection has, -1 = not
+								 * subscribed */
 } TickerEntry;
 
 extern void ticker_store_init(void);

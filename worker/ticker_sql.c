@@ -220,7 +220,10 @@ tick_json(const TickerTick *t)
 							 t->volume, t->buy_quantity, t->sell_quantity);
 		}
 		{
-			char		b1[24], b2[24], b3[24], b4[24];
+			char		b1[24],
+						b2[24],
+						b3[24],
+						b4[24];
 
 			appendStringInfo(&s, ", \"ohlc\": {\"open\": %s, \"high\": %s, \"low\": %s, \"close\": %s}",
 							 ticker_price_text(t->open, d, b1),

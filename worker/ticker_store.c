@@ -574,7 +574,7 @@ flush_body(void *arg)
 	HASHCTL		ctl;
 	HTAB	   *latest;
 	StringInfoData cols[NQCOLS];	/* known quote rows */
-	StringInfoData newcols[NQCOLS];	/* first quotes */
+	StringInfoData newcols[NQCOLS]; /* first quotes */
 	int			nq = 0,
 				nnew = 0;
 
@@ -582,9 +582,9 @@ flush_body(void *arg)
 
 	/*
 	 * Ticks are committed asynchronously: a crash may lose the last few
-	 * hundred milliseconds of them (never half a flush), and the stream
-	 * goes on after a restart anyway; waiting for a WAL flush per batch
-	 * would cap ingest at the disk's fsync rate.
+	 * hundred milliseconds of them (never half a flush), and the stream goes
+	 * on after a restart anyway; waiting for a WAL flush per batch would cap
+	 * ingest at the disk's fsync rate.
 	 */
 	if (SPI_execute("SET LOCAL synchronous_commit = off", false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not set synchronous_commit");
@@ -666,7 +666,11 @@ flush_body(void *arg)
 		}
 		if (nnew > 0)
 			a->quotes += run_quotes(quote_sql, &quote_plan, newcols, SPI_OK_INSERT);
-		/* (if the commit fails, a missing row is caught by the UPDATE's count) */
+
+		/*
+		 * (if the commit fails, a missing row is caught by the UPDATE's
+		 * count)
+		 */
 		hash_seq_init(&seq, latest);
 		while ((tok = hash_seq_search(&seq)) != NULL)
 		{
