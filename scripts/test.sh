@@ -48,11 +48,17 @@ regress() {
 }
 
 tap() {
-    as_pg make -s tapcheck PG_CONFIG="$PG_CONFIG" && return 0
-    for f in "$work"/src/tmp_check/log/regress_log_*; do
+    as_pg make -s tapcheck PG_CONFIG="$PG_CONFIG" 2>&1 | tee "$work/tap.out"
+    [ "${PIPESTATUS[0]}" -eq 0 ] && return 0
+    # the logs of the failed files only (prove's summary names them)
+    local t f
+    for t in $(sed -n 's|^t/\([^ ]*\)\.pl  *(Wstat.*|\1|p' "$work/tap.out" | sort -u); do
+        f="$work/src/tmp_check/log/regress_log_$t"
         [ -f "$f" ] || continue
-        echo "---- $f (last 60 lines)"
-        tail -n 60 "$f"
+        echo "---- $f: failures"
+        grep -n -A 12 'not ok' "$f" | head -n 80
+        echo "---- $f (last 40 lines)"
+        tail -n 40 "$f"
     done
     return 1
 }

@@ -165,15 +165,23 @@ sub exactly_once_run
 		}
 		else
 		{
+			# a client backend that is sure to be alive when the signal
+			# arrives (the order clients' backends come and go in
+			# milliseconds): a session of our own, asleep
+			my $sleeper = IPC::Run::start([ 'psql', '-X', '-q', '-d', $connstr,
+				'-c', "SELECT pg_sleep(600) /* crash $k */" ],
+				'>', '/dev/null', '2>', '/dev/null');
+			$node->poll_query_until('postgres',
+				"SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600) /* crash $k */%'")
+			  or diag("kill $k: the sleeping session did not start");
 			$pid = $node->safe_psql('postgres',
-				"SELECT pid FROM pg_stat_activity WHERE usename = 'regress_trader' LIMIT 1");
-			$pid ||= $node->safe_psql('postgres',
-				"SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() LIMIT 1");
+				"SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600) /* crash $k */%'");
+			push @h, $sleeper;
 		}
 		if ($pid)
 		{
-			kill 'KILL', $pid;
-			note("kill $k: SIGKILL to $o{kill} $pid");
+			my $hit = kill 'KILL', $pid;
+			note("kill $k: SIGKILL to $o{kill} $pid" . ($hit ? '' : ' (already gone)'));
 		}
 		# the postmaster restarts everything; wait for the sender again
 		$node->poll_query_until('postgres',
