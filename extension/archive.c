@@ -40,12 +40,12 @@
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 
-PG_FUNCTION_INFO_V1(trading_archive_create);
-PG_FUNCTION_INFO_V1(trading_archive_rows);
-PG_FUNCTION_INFO_V1(trading_archive_verify);
-PG_FUNCTION_INFO_V1(trading_archive_export);
-PG_FUNCTION_INFO_V1(trading_archive_import);
-PG_FUNCTION_INFO_V1(trading_archive_import_data);
+PG_FUNCTION_INFO_V1(archive_sql_create);
+PG_FUNCTION_INFO_V1(archive_sql_rows);
+PG_FUNCTION_INFO_V1(archive_sql_verify);
+PG_FUNCTION_INFO_V1(archive_sql_export);
+PG_FUNCTION_INFO_V1(archive_sql_import);
+PG_FUNCTION_INFO_V1(archive_sql_import_data);
 
 #define ARCHIVE_NAME_MAX	200
 #define ARCHIVE_QUERY_MAX	(1024 * 1024)
@@ -224,7 +224,7 @@ check_name_free(const char *name)
 
 /* trading.archive_create(name text, query text) returns bigint (rows) */
 Datum
-trading_archive_create(PG_FUNCTION_ARGS)
+archive_sql_create(PG_FUNCTION_ARGS)
 {
 	char	   *name = trading_text_arg(fcinfo, 0, "name", ARCHIVE_NAME_MAX);
 	char	   *query = trading_text_arg(fcinfo, 1, "query", ARCHIVE_QUERY_MAX);
@@ -301,7 +301,7 @@ trading_archive_create(PG_FUNCTION_ARGS)
 
 /* trading.archive_rows(name text) returns setof jsonb */
 Datum
-trading_archive_rows(PG_FUNCTION_ARGS)
+archive_sql_rows(PG_FUNCTION_ARGS)
 {
 	char	   *name = trading_text_arg(fcinfo, 0, "name", ARCHIVE_NAME_MAX);
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
@@ -337,7 +337,7 @@ trading_archive_rows(PG_FUNCTION_ARGS)
 
 /* trading.archive_verify(name text) returns boolean: true, or an error */
 Datum
-trading_archive_verify(PG_FUNCTION_ARGS)
+archive_sql_verify(PG_FUNCTION_ARGS)
 {
 	char	   *name = trading_text_arg(fcinfo, 0, "name", ARCHIVE_NAME_MAX);
 	ArchiveRow	row = archive_load(name);
@@ -373,7 +373,7 @@ path_arg(FunctionCallInfo fcinfo, int argno, Oid role, const char *action)
 /* trading.archive_export(name text, path text) returns bigint (bytes):
  * the encrypted envelope, written to a new server file */
 Datum
-trading_archive_export(PG_FUNCTION_ARGS)
+archive_sql_export(PG_FUNCTION_ARGS)
 {
 	char	   *name = trading_text_arg(fcinfo, 0, "name", ARCHIVE_NAME_MAX);
 	char	   *path = path_arg(fcinfo, 1, ROLE_PG_WRITE_SERVER_FILES, "write");
@@ -432,7 +432,7 @@ import_envelope(const char *name, bytea *env)
 /* trading.archive_import(name text, path text) returns bigint (rows):
  * an exported archive back into trading.archives under its own name */
 Datum
-trading_archive_import(PG_FUNCTION_ARGS)
+archive_sql_import(PG_FUNCTION_ARGS)
 {
 	char	   *name = trading_text_arg(fcinfo, 0, "name", ARCHIVE_NAME_MAX);
 	char	   *path = path_arg(fcinfo, 1, ROLE_PG_READ_SERVER_FILES, "read");
@@ -478,7 +478,7 @@ trading_archive_import(PG_FUNCTION_ARGS)
 /* trading.archive_import(name text, data bytea) returns bigint (rows):
  * an exported archive sent by the client (no server file involved) */
 Datum
-trading_archive_import_data(PG_FUNCTION_ARGS)
+archive_sql_import_data(PG_FUNCTION_ARGS)
 {
 	char	   *name = trading_text_arg(fcinfo, 0, "name", ARCHIVE_NAME_MAX);
 	bytea	   *env;

@@ -27,17 +27,17 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 
-PG_FUNCTION_INFO_V1(trading_encrypt_server);
-PG_FUNCTION_INFO_V1(trading_decrypt_server);
-PG_FUNCTION_INFO_V1(trading_encrypt_server_text);
-PG_FUNCTION_INFO_V1(trading_decrypt_server_text);
-PG_FUNCTION_INFO_V1(trading_encrypt_passphrase);
-PG_FUNCTION_INFO_V1(trading_decrypt_passphrase);
-PG_FUNCTION_INFO_V1(trading_encrypt_with_passphrase);
-PG_FUNCTION_INFO_V1(trading_decrypt_with_passphrase);
-PG_FUNCTION_INFO_V1(trading_reencrypt);
-PG_FUNCTION_INFO_V1(trading_envelope_info);
-PG_FUNCTION_INFO_V1(trading_key_versions);
+PG_FUNCTION_INFO_V1(crypto_sql_encrypt_server);
+PG_FUNCTION_INFO_V1(crypto_sql_decrypt_server);
+PG_FUNCTION_INFO_V1(crypto_sql_encrypt_server_text);
+PG_FUNCTION_INFO_V1(crypto_sql_decrypt_server_text);
+PG_FUNCTION_INFO_V1(crypto_sql_encrypt_passphrase);
+PG_FUNCTION_INFO_V1(crypto_sql_decrypt_passphrase);
+PG_FUNCTION_INFO_V1(crypto_sql_encrypt_with_passphrase);
+PG_FUNCTION_INFO_V1(crypto_sql_decrypt_with_passphrase);
+PG_FUNCTION_INFO_V1(crypto_sql_reencrypt);
+PG_FUNCTION_INFO_V1(crypto_sql_envelope_info);
+PG_FUNCTION_INFO_V1(crypto_sql_key_versions);
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
@@ -127,7 +127,7 @@ passphrase_arg(FunctionCallInfo fcinfo, int argno, Size *len)
 
 /* trading.encrypt(data bytea [, aad bytea]) */
 Datum
-trading_encrypt_server(PG_FUNCTION_ARGS)
+crypto_sql_encrypt_server(PG_FUNCTION_ARGS)
 {
 	Size		len,
 				aadlen;
@@ -139,7 +139,7 @@ trading_encrypt_server(PG_FUNCTION_ARGS)
 
 /* trading.decrypt(data bytea [, aad bytea]) */
 Datum
-trading_decrypt_server(PG_FUNCTION_ARGS)
+crypto_sql_decrypt_server(PG_FUNCTION_ARGS)
 {
 	Size		aadlen;
 	bytea	   *env;
@@ -153,15 +153,15 @@ trading_decrypt_server(PG_FUNCTION_ARGS)
 
 /* trading.encrypt_text(data text [, aad text]) */
 Datum
-trading_encrypt_server_text(PG_FUNCTION_ARGS)
+crypto_sql_encrypt_server_text(PG_FUNCTION_ARGS)
 {
-	return trading_encrypt_server(fcinfo);
+	return crypto_sql_encrypt_server(fcinfo);
 }
 
 /* trading.decrypt_text(data bytea [, aad text]): plaintext must be valid
  * in the database encoding */
 Datum
-trading_decrypt_server_text(PG_FUNCTION_ARGS)
+crypto_sql_decrypt_server_text(PG_FUNCTION_ARGS)
 {
 	Size		aadlen,
 				len;
@@ -255,7 +255,7 @@ decrypt_passphrase(FunctionCallInfo fcinfo)
 
 /* trading.encrypt(data bytea, passphrase text [, aad bytea]): 1.0, deprecated */
 Datum
-trading_encrypt_passphrase(PG_FUNCTION_ARGS)
+crypto_sql_encrypt_passphrase(PG_FUNCTION_ARGS)
 {
 	warn_deprecated_passphrase("encrypt");
 	return encrypt_passphrase(fcinfo);
@@ -263,7 +263,7 @@ trading_encrypt_passphrase(PG_FUNCTION_ARGS)
 
 /* trading.decrypt(data bytea, passphrase text [, aad bytea]): 1.0, deprecated */
 Datum
-trading_decrypt_passphrase(PG_FUNCTION_ARGS)
+crypto_sql_decrypt_passphrase(PG_FUNCTION_ARGS)
 {
 	warn_deprecated_passphrase("decrypt");
 	return decrypt_passphrase(fcinfo);
@@ -272,14 +272,14 @@ trading_decrypt_passphrase(PG_FUNCTION_ARGS)
 /* trading.encrypt_with_passphrase(data bytea, passphrase text,
  *		aad bytea DEFAULT '', iterations integer DEFAULT NULL) */
 Datum
-trading_encrypt_with_passphrase(PG_FUNCTION_ARGS)
+crypto_sql_encrypt_with_passphrase(PG_FUNCTION_ARGS)
 {
 	return encrypt_passphrase(fcinfo);
 }
 
 /* trading.decrypt_with_passphrase(data bytea, passphrase text, aad bytea DEFAULT '') */
 Datum
-trading_decrypt_with_passphrase(PG_FUNCTION_ARGS)
+crypto_sql_decrypt_with_passphrase(PG_FUNCTION_ARGS)
 {
 	return decrypt_passphrase(fcinfo);
 }
@@ -287,7 +287,7 @@ trading_decrypt_with_passphrase(PG_FUNCTION_ARGS)
 /* trading.reencrypt(data bytea [, aad bytea]): the same plaintext under
  * the current key version, with a new salt and nonce */
 Datum
-trading_reencrypt(PG_FUNCTION_ARGS)
+crypto_sql_reencrypt(PG_FUNCTION_ARGS)
 {
 	Size		aadlen,
 				len;
@@ -307,7 +307,7 @@ trading_reencrypt(PG_FUNCTION_ARGS)
 
 /* trading.envelope_info(data bytea): the header, without any key */
 Datum
-trading_envelope_info(PG_FUNCTION_ARGS)
+crypto_sql_envelope_info(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
 	bytea	   *env;
@@ -342,7 +342,7 @@ trading_envelope_info(PG_FUNCTION_ARGS)
 
 /* Loaded key versions (never the key): version, is_current, kcv */
 Datum
-trading_key_versions(PG_FUNCTION_ARGS)
+crypto_sql_key_versions(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	uint32		versions[TENV_MAX_KEYS];

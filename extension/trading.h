@@ -29,6 +29,7 @@
 #include "postgres.h"
 #include "fmgr.h"
 #include "utils/elog.h"
+#include "datatype/timestamp.h"
 
 /* ---- extension-specific SQLSTATEs (class TR), see docs/SQLSTATES.md ---- */
 
@@ -128,6 +129,11 @@ extern char *trading_text_arg(FunctionCallInfo fcinfo, int argno,
  * the first call in a backend looks at the catalog; later calls are free.
  */
 extern void trading_check_database(void);
+
+/*
+ * A timestamptz column of a status view: 0 (never) is NULL.
+ */
+extern Datum trading_timestamptz_or_null(TimestampTz t, bool *isnull);
 
 /*
  * Error out (25006 read_only_sql_transaction) on a hot standby, naming the

@@ -17,6 +17,7 @@
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 void
 trading_require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
@@ -115,4 +116,11 @@ trading_register_worker(const char *function_name, const char *name,
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "%s", name);
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "%s", name);
 	RegisterBackgroundWorker(&bgw);
+}
+
+Datum
+trading_timestamptz_or_null(TimestampTz t, bool *isnull)
+{
+	*isnull = (t == 0);
+	return TimestampTzGetDatum(t);
 }

@@ -48,7 +48,7 @@
 #include "utils/guc.h"
 #include "utils/tuplestore.h"
 
-PG_FUNCTION_INFO_V1(trading_validate_server);
+PG_FUNCTION_INFO_V1(validate_sql_server);
 
 #define KEYCMD_MAX_WORDS	32
 
@@ -420,7 +420,7 @@ check_broker_url(ReturnSetInfo *rsinfo)
 }
 
 Datum
-trading_validate_server(PG_FUNCTION_ARGS)
+validate_sql_server(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	CheckResult r;

@@ -153,5 +153,5 @@ SELECT p.oid::regprocedure AS server_key_function,
        has_function_privilege('trading_analyst', p.oid, 'EXECUTE') AS analyst,
        has_function_privilege('public', p.oid, 'EXECUTE') AS public
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = 'trading' AND p.prosrc LIKE 'trading\_%crypt%'
+WHERE n.nspname = 'trading' AND p.prosrc LIKE 'crypto\_sql\_%crypt%'
 ORDER BY p.oid::regprocedure::text;

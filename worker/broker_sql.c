@@ -55,10 +55,10 @@
 #define API_SECRET_AAD "trading.broker_api_secret:"
 #define LOGIN_RATE_WAIT_MS	10000
 
-PG_FUNCTION_INFO_V1(set_broker_session);
+PG_FUNCTION_INFO_V1(broker_sql_set_session);
 PG_FUNCTION_INFO_V1(broker_login);
-PG_FUNCTION_INFO_V1(set_broker_api_secret);
-PG_FUNCTION_INFO_V1(clear_broker_session);
+PG_FUNCTION_INFO_V1(broker_sql_set_api_secret);
+PG_FUNCTION_INFO_V1(broker_sql_clear_session);
 PG_FUNCTION_INFO_V1(broker_worker_config_changed);
 PG_FUNCTION_INFO_V1(broker_worker_status);
 PG_FUNCTION_INFO_V1(broker_worker_errors);
@@ -203,7 +203,7 @@ store_session(const char *api_key, const char *access_token,
 }
 
 Datum
-set_broker_session(PG_FUNCTION_ARGS)
+broker_sql_set_session(PG_FUNCTION_ARGS)
 {
 	char	   *api_key = trading_text_arg(fcinfo, 0, "api_key", 128);
 	char	   *access_token = trading_text_arg(fcinfo, 1, "access_token", 1024);
@@ -219,7 +219,7 @@ set_broker_session(PG_FUNCTION_ARGS)
 }
 
 Datum
-clear_broker_session(PG_FUNCTION_ARGS)
+broker_sql_clear_session(PG_FUNCTION_ARGS)
 {
 	bool		found;
 
@@ -398,7 +398,7 @@ stored_api_secret(const char *api_key)
 
 /* set_broker_api_secret(api_key text, api_secret text) */
 Datum
-set_broker_api_secret(PG_FUNCTION_ARGS)
+broker_sql_set_api_secret(PG_FUNCTION_ARGS)
 {
 	char	   *api_key = trading_text_arg(fcinfo, 0, "api_key", 128);
 	char	   *api_secret = trading_text_arg(fcinfo, 1, "api_secret", 256);
@@ -557,13 +557,6 @@ broker_login(PG_FUNCTION_ARGS)
  * Status views
  * ---------------------------------------------------------------------
  */
-static Datum
-ts_or_null(TimestampTz t, bool *isnull)
-{
-	*isnull = (t == 0);
-	return TimestampTzGetDatum(t);
-}
-
 Datum
 broker_worker_status(PG_FUNCTION_ARGS)
 {
@@ -608,13 +601,13 @@ broker_worker_status(PG_FUNCTION_ARGS)
 		nulls[3] = (copy[i].interval_ms == 0);
 		values[4] = BoolGetDatum(copy[i].enabled);
 		nulls[4] = (copy[i].interval_ms == 0);
-		values[5] = ts_or_null(copy[i].last_success, &nulls[5]);
-		values[6] = ts_or_null(copy[i].last_error, &nulls[6]);
+		values[5] = trading_timestamptz_or_null(copy[i].last_success, &nulls[5]);
+		values[6] = trading_timestamptz_or_null(copy[i].last_error, &nulls[6]);
 		if (copy[i].last_error_type >= 0 && copy[i].last_error_type < BERR_COUNT)
 			values[7] = CStringGetTextDatum(broker_error_names[copy[i].last_error_type]);
 		else
 			nulls[7] = true;
-		values[8] = ts_or_null(state == BWS_POLLING ? copy[i].next_poll : 0, &nulls[8]);
+		values[8] = trading_timestamptz_or_null(state == BWS_POLLING ? copy[i].next_poll : 0, &nulls[8]);
 		values[9] = Int32GetDatum(copy[i].consecutive_failures);
 		values[10] = Int64GetDatum((int64) pg_atomic_read_u64(&e->requests_total));
 		values[11] = Int64GetDatum((int64) pg_atomic_read_u64(&e->errors_total));
@@ -676,7 +669,7 @@ broker_worker_http(PG_FUNCTION_ARGS)
 	values[2] = Int64GetDatum((int64) pg_atomic_read_u64(&bw_shared->cycles_total));
 	values[3] = Int32GetDatum((int32) pid);
 	nulls[3] = (pid == 0);
-	values[4] = ts_or_null(pid == 0 ? 0 : started, &nulls[4]);
+	values[4] = trading_timestamptz_or_null(pid == 0 ? 0 : started, &nulls[4]);
 	tupdesc = BlessTupleDesc(tupdesc);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -70,13 +70,6 @@ ticker_config_changed(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-static Datum
-ts_or_null(TimestampTz t, bool *isnull)
-{
-	*isnull = (t == 0);
-	return TimestampTzGetDatum(t);
-}
-
 Datum
 ticker_status(PG_FUNCTION_ARGS)
 {
@@ -118,21 +111,21 @@ ticker_status(PG_FUNCTION_ARGS)
 		values[1] = CStringGetTextDatum(ticker_worker_state_name(state));
 		values[2] = CStringGetTextDatum(ticker_conn_state_name(pid ? copy[k].state : TCS_UNUSED));
 		values[3] = Int32GetDatum(copy[k].subscriptions);
-		values[4] = ts_or_null(live ? copy[k].connected_at : 0, &nulls[4]);
-		values[5] = ts_or_null(copy[k].last_packet_at, &nulls[5]);
-		values[6] = ts_or_null(copy[k].last_pong_at, &nulls[6]);
+		values[4] = trading_timestamptz_or_null(live ? copy[k].connected_at : 0, &nulls[4]);
+		values[5] = trading_timestamptz_or_null(copy[k].last_packet_at, &nulls[5]);
+		values[6] = trading_timestamptz_or_null(copy[k].last_pong_at, &nulls[6]);
 		values[7] = Float8GetDatum(copy[k].ticks_per_second);
 		values[8] = Int64GetDatum((int64) pg_atomic_read_u64(&c->ticks_total));
 		values[9] = Int64GetDatum((int64) pg_atomic_read_u64(&c->frames_total));
 		values[10] = Int64GetDatum((int64) pg_atomic_read_u64(&c->heartbeats_total));
 		values[11] = Int64GetDatum((int64) pg_atomic_read_u64(&c->malformed_total));
 		values[12] = Int64GetDatum((int64) pg_atomic_read_u64(&c->reconnects_total));
-		values[13] = ts_or_null(copy[k].last_reconnect_at, &nulls[13]);
+		values[13] = trading_timestamptz_or_null(copy[k].last_reconnect_at, &nulls[13]);
 		if (copy[k].last_reason[0])
 			values[14] = CStringGetTextDatum(copy[k].last_reason);
 		else
 			nulls[14] = true;
-		values[15] = ts_or_null(copy[k].next_attempt_at, &nulls[15]);
+		values[15] = trading_timestamptz_or_null(copy[k].next_attempt_at, &nulls[15]);
 		values[16] = Int64GetDatum((int64) pg_atomic_read_u64(&c->pings_total));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

@@ -41,25 +41,25 @@ $$;
 
 -- Server key.
 CREATE FUNCTION @extschema@.encrypt(data bytea) RETURNS bytea
-    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'trading_encrypt_server';
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crypto_sql_encrypt_server';
 CREATE FUNCTION @extschema@.encrypt(data bytea, aad bytea) RETURNS bytea
-    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'trading_encrypt_server';
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crypto_sql_encrypt_server';
 CREATE FUNCTION @extschema@.decrypt(data bytea) RETURNS bytea
-    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'trading_decrypt_server';
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crypto_sql_decrypt_server';
 CREATE FUNCTION @extschema@.decrypt(data bytea, aad bytea) RETURNS bytea
-    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'trading_decrypt_server';
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crypto_sql_decrypt_server';
 CREATE FUNCTION @extschema@.encrypt_text(data text) RETURNS bytea
-    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'trading_encrypt_server_text';
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crypto_sql_encrypt_server_text';
 CREATE FUNCTION @extschema@.encrypt_text(data text, aad text) RETURNS bytea
-    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'trading_encrypt_server_text';
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crypto_sql_encrypt_server_text';
 CREATE FUNCTION @extschema@.decrypt_text(data bytea) RETURNS text
-    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'trading_decrypt_server_text';
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crypto_sql_decrypt_server_text';
 CREATE FUNCTION @extschema@.decrypt_text(data bytea, aad text) RETURNS text
-    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'trading_decrypt_server_text';
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crypto_sql_decrypt_server_text';
 CREATE FUNCTION @extschema@.reencrypt(data bytea) RETURNS bytea
-    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'trading_reencrypt';
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crypto_sql_reencrypt';
 CREATE FUNCTION @extschema@.reencrypt(data bytea, aad bytea) RETURNS bytea
-    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'trading_reencrypt';
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'crypto_sql_reencrypt';
 COMMENT ON FUNCTION @extschema@.encrypt(bytea) IS
     'AES-256-GCM envelope of data under the current server key version';
 COMMENT ON FUNCTION @extschema@.encrypt(bytea, bytea) IS
@@ -75,13 +75,13 @@ COMMENT ON FUNCTION @extschema@.reencrypt(bytea, bytea) IS
 
 -- Passphrase.
 CREATE FUNCTION @extschema@.encrypt(data bytea, passphrase text) RETURNS bytea
-    LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'trading_encrypt_passphrase';
+    LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'crypto_sql_encrypt_passphrase';
 CREATE FUNCTION @extschema@.encrypt(data bytea, passphrase text, aad bytea) RETURNS bytea
-    LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'trading_encrypt_passphrase';
+    LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'crypto_sql_encrypt_passphrase';
 CREATE FUNCTION @extschema@.decrypt(data bytea, passphrase text) RETURNS bytea
-    LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'trading_decrypt_passphrase';
+    LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'crypto_sql_decrypt_passphrase';
 CREATE FUNCTION @extschema@.decrypt(data bytea, passphrase text, aad bytea) RETURNS bytea
-    LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'trading_decrypt_passphrase';
+    LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'crypto_sql_decrypt_passphrase';
 COMMENT ON FUNCTION @extschema@.encrypt(bytea, text) IS
     'AES-256-GCM envelope of data under PBKDF2-HMAC-SHA256(passphrase, random salt, trading.pbkdf2_iterations)';
 COMMENT ON FUNCTION @extschema@.decrypt(bytea, text) IS
@@ -90,12 +90,12 @@ COMMENT ON FUNCTION @extschema@.decrypt(bytea, text) IS
 CREATE FUNCTION @extschema@.envelope_info(data bytea,
     OUT format_version integer, OUT mode text, OUT key_version integer,
     OUT iterations integer, OUT aad_bound boolean, OUT plaintext_bytes bigint)
-    RETURNS record LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'trading_envelope_info';
+    RETURNS record LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'crypto_sql_envelope_info';
 COMMENT ON FUNCTION @extschema@.envelope_info(bytea) IS
     'Header of an envelope (no key needed): mode, key version or iterations, aad binding, size';
 
 CREATE FUNCTION @extschema@._key_versions(OUT version integer, OUT is_current boolean, OUT kcv bytea)
-    RETURNS SETOF record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'trading_key_versions';
+    RETURNS SETOF record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'crypto_sql_key_versions';
 CREATE VIEW @extschema@.key_status AS
     SELECT coalesce(l.version, r.version) AS version,
            coalesce(l.is_current, false) AS is_current,
@@ -155,15 +155,15 @@ COMMENT ON VIEW @extschema@.archive_list IS
     'Archives with their row count, sizes, plaintext digest, key version and creation';
 
 CREATE FUNCTION @extschema@.archive_create(name text, query text) RETURNS bigint
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'trading_archive_create';
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'archive_sql_create';
 CREATE FUNCTION @extschema@.archive_rows(name text) RETURNS SETOF jsonb
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'trading_archive_rows';
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'archive_sql_rows';
 CREATE FUNCTION @extschema@.archive_verify(name text) RETURNS boolean
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'trading_archive_verify';
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'archive_sql_verify';
 CREATE FUNCTION @extschema@.archive_export(name text, path text) RETURNS bigint
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'trading_archive_export';
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'archive_sql_export';
 CREATE FUNCTION @extschema@.archive_import(name text, path text) RETURNS bigint
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'trading_archive_import';
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'archive_sql_import';
 COMMENT ON FUNCTION @extschema@.archive_create(text, text) IS
     'Run query as the caller and store its rows encrypted under the server key; returns the row count';
 COMMENT ON FUNCTION @extschema@.archive_rows(text) IS

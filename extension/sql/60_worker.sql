@@ -58,7 +58,7 @@ COMMENT ON VIEW @extschema@.broker_session_status IS
 CREATE FUNCTION @extschema@.set_broker_session(api_key text, access_token text)
     RETURNS void LANGUAGE c VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'set_broker_session';
+    AS 'MODULE_PATHNAME', 'broker_sql_set_session';
 COMMENT ON FUNCTION @extschema@.set_broker_session(text, text) IS
     'Store the Kite api_key and access_token (encrypted with the server key); the worker resumes polling with them';
 
@@ -73,7 +73,7 @@ COMMENT ON FUNCTION @extschema@.broker_login(text, text, text) IS
 CREATE FUNCTION @extschema@.clear_broker_session() RETURNS boolean
     LANGUAGE c VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'clear_broker_session';
+    AS 'MODULE_PATHNAME', 'broker_sql_clear_session';
 COMMENT ON FUNCTION @extschema@.clear_broker_session() IS
     'Forget the stored session; the worker stops authenticated polling';
 

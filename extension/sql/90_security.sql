@@ -14,11 +14,11 @@ CREATE FUNCTION @extschema@.encrypt_with_passphrase(data bytea, passphrase text,
                                                     aad bytea DEFAULT '\x'::bytea,
                                                     iterations integer DEFAULT NULL)
     RETURNS bytea LANGUAGE c VOLATILE PARALLEL SAFE
-    AS 'MODULE_PATHNAME', 'trading_encrypt_with_passphrase';
+    AS 'MODULE_PATHNAME', 'crypto_sql_encrypt_with_passphrase';
 CREATE FUNCTION @extschema@.decrypt_with_passphrase(data bytea, passphrase text,
                                                     aad bytea DEFAULT '\x'::bytea)
     RETURNS bytea LANGUAGE c VOLATILE PARALLEL SAFE
-    AS 'MODULE_PATHNAME', 'trading_decrypt_with_passphrase';
+    AS 'MODULE_PATHNAME', 'crypto_sql_decrypt_with_passphrase';
 COMMENT ON FUNCTION @extschema@.encrypt_with_passphrase(bytea, text, bytea, integer) IS
     'AES-256-GCM envelope of data under PBKDF2-HMAC-SHA256(passphrase, random salt, iterations or trading.pbkdf2_iterations), bound to aad';
 COMMENT ON FUNCTION @extschema@.decrypt_with_passphrase(bytea, text, bytea) IS
@@ -40,7 +40,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.decrypt_with_passphrase(bytea, text, bytea
 -- shown to admins only.
 -- ---------------------------------------------------------------------
 CREATE FUNCTION @extschema@.archive_import(name text, data bytea) RETURNS bigint
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'trading_archive_import_data';
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'archive_sql_import_data';
 COMMENT ON FUNCTION @extschema@.archive_import(text, bytea) IS
     'Store an exported archive (its bytes sent by the client) under its name, after authenticating it; needs no server-file role';
 COMMENT ON FUNCTION @extschema@.archive_import(text, text) IS
@@ -72,7 +72,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.broker_api_secret', '');
 CREATE FUNCTION @extschema@.set_broker_api_secret(api_key text, api_secret text)
     RETURNS void LANGUAGE c VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'set_broker_api_secret';
+    AS 'MODULE_PATHNAME', 'broker_sql_set_api_secret';
 COMMENT ON FUNCTION @extschema@.set_broker_api_secret(text, text) IS
     'Store the Kite api secret of api_key encrypted with the server key, for broker_login(api_key, request_token); pass it as a bind parameter';
 

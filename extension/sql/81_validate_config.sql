@@ -1,6 +1,8 @@
--- 1.1: validate_config()'s pgbouncer_safe_settings and exporter_grants say
--- "does not apply" (ok NULL) where they do not, and exporter_grants counts
--- reader-only logins, not analysts (80_validate.sql holds the same body).
+-- trading.validate_config(), the deployment checks in SQL.  CREATE OR REPLACE:
+-- both the install script and the upgrade from 1.0 run this file (1.1
+-- changed the body: pgbouncer_safe_settings and exporter_grants say "does
+-- not apply" (ok NULL) where they do not, and exporter_grants counts
+-- reader-only logins, not analysts).  The C checks are in 80_validate.sql.
 
 CREATE OR REPLACE FUNCTION @extschema@.validate_config(OUT check_name text, OUT ok boolean,
                                             OUT detail text, OUT hint text)
@@ -193,3 +195,7 @@ BEGIN
     RETURN NEXT;
 END
 $fn$;
+COMMENT ON FUNCTION @extschema@.validate_config() IS
+    'One row per deployment check (ok, detail, hint); run after every configuration change';
+
+GRANT EXECUTE ON FUNCTION @extschema@.validate_config() TO trading_admin;

@@ -1,0 +1,1 @@
+../../sql/81_validate_config.sql
