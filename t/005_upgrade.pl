@@ -110,6 +110,13 @@ is($old->safe_psql('postgres', q{
 	SELECT trading.correlation_begin('compat.check') = trading.current_correlation_id();
 	COMMIT;}),
 	't', 'a 1.0 function whose C symbol 1.1 renamed works under the new library');
+# every C function of the 1.0 install finds its symbol in the new library
+# (the C language's validator loads it; a missing symbol is an ERROR)
+is($old->safe_psql('postgres', q{
+	SELECT count(*) || ' ' || count(pg_catalog.fmgr_c_validator(p.oid) IS NULL)
+	  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+	 WHERE l.lanname = 'c' AND p.pronamespace = 'trading'::regnamespace}),
+	'47 47', 'each of the 47 C functions of 1.0 resolves in the new library');
 my $log_1_0 = substr(slurp_file($old->logfile), $log_from);
 my @errors = grep { /\b(ERROR|FATAL|PANIC):/ } split /\n/, $log_1_0;
 is(join("\n", @errors), '', 'no error in the server log while the new library serves 1.0');
