@@ -135,6 +135,15 @@ extern void trading_check_database(void);
  */
 extern Datum trading_timestamptz_or_null(TimestampTz t, bool *isnull);
 
+/* ---- at_commit.c ---- */
+
+/*
+ * Run action once after the current transaction commits (not if it, or
+ * the savepoint that asked, is rolled back).  It must not fail or wait.
+ */
+typedef void (*trading_commit_action) (void);
+extern void trading_at_commit(trading_commit_action action);
+
 /*
  * Error out (25006 read_only_sql_transaction) on a hot standby, naming the
  * primary's frontend from trading.primary_hint.  action is what was

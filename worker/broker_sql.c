@@ -68,46 +68,19 @@ PG_FUNCTION_INFO_V1(broker_worker_http);
  * Waking the worker after commit
  * ---------------------------------------------------------------------
  */
-static bool pending_session = false;
-static bool pending_config = false;
-static bool callback_registered = false;
-
+/* at commit: the worker reloads the session, or its configuration */
 static void
-bw_xact_callback(XactEvent event, void *arg)
+session_changed(void)
 {
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (pending_session)
-				pg_atomic_fetch_add_u64(&bw_shared->session_gen, 1);
-			if (pending_config)
-				pg_atomic_fetch_add_u64(&bw_shared->config_gen, 1);
-			if (pending_session || pending_config)
-				broker_worker_wake();
-			pending_session = pending_config = false;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			pending_session = pending_config = false;
-			break;
-		default:
-			break;
-	}
+	pg_atomic_fetch_add_u64(&bw_shared->session_gen, 1);
+	broker_worker_wake();
 }
 
 static void
-wake_after_commit(bool session)
+config_changed(void)
 {
-	if (!callback_registered)
-	{
-		RegisterXactCallback(bw_xact_callback, NULL);
-		callback_registered = true;
-	}
-	if (session)
-		pending_session = true;
-	else
-		pending_config = true;
+	pg_atomic_fetch_add_u64(&bw_shared->config_gen, 1);
+	broker_worker_wake();
 }
 
 Datum
@@ -117,7 +90,7 @@ broker_worker_config_changed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("_worker_config_changed() must be called as a trigger")));
-	wake_after_commit(false);
+	trading_at_commit(config_changed);
 	return PointerGetDatum(NULL);
 }
 
@@ -199,7 +172,7 @@ store_session(const char *api_key, const char *access_token,
 	SPI_execute("SELECT pg_catalog.pg_notify('trading_session', '{\"state\": \"active\"}')",
 				false, 0);
 	SPI_finish();
-	wake_after_commit(true);
+	trading_at_commit(session_changed);
 }
 
 Datum
@@ -232,7 +205,7 @@ broker_sql_clear_session(PG_FUNCTION_ARGS)
 		SPI_execute("SELECT pg_catalog.pg_notify('trading_session', '{\"state\": \"none\"}')",
 					false, 0);
 	SPI_finish();
-	wake_after_commit(true);
+	trading_at_commit(session_changed);
 	PG_RETURN_BOOL(found);
 }
 

@@ -31,29 +31,6 @@ PG_FUNCTION_INFO_V1(ticker_status);
 PG_FUNCTION_INFO_V1(ticker_stats);
 PG_FUNCTION_INFO_V1(ticker_decode);
 
-static bool pending = false;
-static bool callback_registered = false;
-
-static void
-tk_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (pending)
-				ticker_config_changed_signal();
-			pending = false;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			pending = false;
-			break;
-		default:
-			break;
-	}
-}
-
 Datum
 ticker_config_changed(PG_FUNCTION_ARGS)
 {
@@ -61,12 +38,7 @@ ticker_config_changed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("_ticker_config_changed() must be called as a trigger")));
-	if (!callback_registered)
-	{
-		RegisterXactCallback(tk_xact_callback, NULL);
-		callback_registered = true;
-	}
-	pending = true;
+	trading_at_commit(ticker_config_changed_signal);
 	return PointerGetDatum(NULL);
 }
 
