@@ -64,6 +64,7 @@ typedef struct wsub
 	int			inst;			/* market index, -1 = unknown token */
 	int			mode;
 	double		next_due;		/* epoch seconds */
+	bool		first;			/* its first tick is still to be sent */
 } wsub;
 
 typedef struct wmsg
@@ -428,8 +429,9 @@ handle_text(wsconn *c, const char *msg)
 			s->token = toks[i];
 			s->inst = market_find_token(toks[i]);
 			s->mode = MODE_QUOTE;
-			/* spread first ticks over one period */
+			/* first ticks at once (within 50 ms), spread a little */
 			s->next_due = now + (double) (mix64((uint64_t) toks[i] ^ c->id) % 1000) / 1000.0 * 0.05;
+			s->first = true;
 		}
 		UNLOCK();
 		if (over)
@@ -463,6 +465,13 @@ handle_text(wsconn *c, const char *msg)
 /* ------------------------------------------------------------------ */
 /* ticks                                                                */
 
+/* an instrument's phase within the tick period, in (0, 1] */
+static double
+tick_phase(long token)
+{
+	return (double) (mix64((uint64_t) token) % 1000 + 1) / 1000.0;
+}
+
 static void
 put16(unsigned char *p, unsigned v)
 {
@@ -490,9 +499,23 @@ conn_ticks(wsconn *c, double now, const wsettings *s, bool *malformed, bool *tru
 
 		if (sb->next_due > now || sb->inst < 0)
 			continue;
-		sb->next_due += s->tick_ms / 1000.0;
-		if (sb->next_due < now)
-			sb->next_due = now + s->tick_ms / 1000.0;
+		if (sb->first)
+		{
+			/*
+			 * After the first tick each instrument keeps a phase of its own
+			 * within the period, so that N instruments at one tick per period
+			 * arrive as a steady N per period (as an exchange's ticks do),
+			 * not as one burst of N.
+			 */
+			sb->first = false;
+			sb->next_due = now + tick_phase(sb->token) * s->tick_ms / 1000.0;
+		}
+		else
+		{
+			sb->next_due += s->tick_ms / 1000.0;
+			if (sb->next_due < now)
+				sb->next_due = now + s->tick_ms / 1000.0;
+		}
 		ws_encode_packet(market_get(sb->inst), sb->mode, buf + len + 2, &plen);
 		put16(buf + len, (unsigned) plen);
 		len += 2 + plen;
@@ -546,7 +569,7 @@ tick_cb(lws_sorted_usec_list_t *sul)
 		for (int i = 0; i < WS_MAX_CONNS_HARD; i++)
 			for (int k = 0; conns[i] && k < conns[i]->nsubs; k++)
 				conns[i]->subs[k].next_due = now +
-					(double) (mix64((uint64_t) conns[i]->subs[k].token) % 1000) / 1000.0 * s.tick_ms / 1000.0;
+					tick_phase(conns[i]->subs[k].token) * s.tick_ms / 1000.0;
 	last_tick_ms = s.tick_ms;
 
 	for (int i = 0; i < WS_MAX_CONNS_HARD; i++)

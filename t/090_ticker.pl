@@ -291,6 +291,22 @@ is($node->safe_psql('postgres',
 ok($node->safe_psql('postgres', 'SELECT ticks_not_stored > 0 FROM trading.ticker_stats') eq 't',
 	'ticker_stats counts the ticks not stored');
 
+# trading.ticker_quote_interval: the ticks an instrument gets meanwhile
+# make one quote update (5 ticks a second, at most one quote a second)
+$node->append_conf('postgresql.conf', "trading.ticker_quote_interval = '1s'");
+$node->reload;
+sleep 2;
+my $stats_sql = q{SELECT ticks_stored + ticks_not_stored, quotes_written FROM trading.ticker_stats};
+my ($ticks0, $quotes0) = split /\|/, $node->safe_psql('postgres', $stats_sql);
+sleep 4;
+my ($ticks1, $quotes1) = split /\|/, $node->safe_psql('postgres', $stats_sql);
+note("quote interval 1 s: " . ($ticks1 - $ticks0) . " ticks, " . ($quotes1 - $quotes0) . " quote updates");
+cmp_ok($ticks1 - $ticks0, '>', 0, 'ticks keep coming with a quote interval of 1 s');
+cmp_ok(($quotes1 - $quotes0) * 2, '<', $ticks1 - $ticks0,
+	'a quote row is rewritten at most once per quote interval, not once per tick');
+$node->append_conf('postgresql.conf', "trading.ticker_quote_interval = '100ms'");
+$node->reload;
+
 # status
 my $st = $node->safe_psql('postgres', q{
 	SELECT worker_state, state, subscriptions, ticks_per_second > 0, pings_total > 0,

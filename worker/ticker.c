@@ -83,6 +83,7 @@ static bool ticker_worker_enabled = true;
 static bool ticker_enabled = true;
 char	   *ticker_url = NULL;
 int			ticker_flush_interval_ms = 50;
+int			ticker_quote_interval_ms = 100;
 int			ticker_retention_days = 30;
 static int	ticker_ping_interval_ms = 2500;
 static int	ticker_pong_timeout_ms = 5000;
@@ -93,7 +94,6 @@ static int	ticker_reconnect_max_ms = 60000;
 
 #define RELOAD_EVERY_US		(5 * 1000000)
 #define RETENTION_EVERY_US	((int64) 3600 * 1000000)
-#define FLUSH_BATCH			5000
 
 /* ---------------------------------------------------------------------
  * Module entry points
@@ -118,6 +118,11 @@ ticker_init(void)
 	DefineCustomIntVariable("trading.ticker_flush_interval",
 							"Longest time a tick waits in the ticker's buffer before it is written.",
 							NULL, &ticker_flush_interval_ms, 50, 1, 10000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("trading.ticker_quote_interval",
+							"Time the latest ticks gather before they are written to trading.quotes.",
+							"An instrument's quote row is rewritten at most once per interval, with its latest tick; ticks are written first.",
+							&ticker_quote_interval_ms, 100, 0, 60000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("trading.ticker_retention",
 							"Days of ticks kept in trading.ticks (0 keeps all).",
@@ -783,6 +788,17 @@ process_reload_signal(void)
 	reload_wanted = true;
 }
 
+/* a slice of ticks is waiting, or the oldest tick waited the interval */
+static bool
+flush_due(void)
+{
+	int			n = ticker_buffered();
+
+	return n >= TICKER_FLUSH_SLICE ||
+		(n > 0 && GetCurrentTimestamp() - ticker_oldest_buffered_us() >=
+		 (int64) ticker_flush_interval_ms * 1000);
+}
+
 static void
 wait_for_extension(void)
 {
@@ -897,16 +913,16 @@ ticker_worker_main(Datum main_arg)
 
 		/*
 		 * The library's loop: returns within 20 ms; then, while frames keep
-		 * coming, more rounds without waiting, up to a batch or the flush
-		 * interval, so that a backlog is read in large batches.
+		 * coming, more rounds without waiting until a flush is due (a full
+		 * slice, or the oldest tick waited the flush interval), so that a
+		 * backlog is read in large batches.
 		 */
 		{
 			int64		start = trading_monotonic_us();
 			uint64		before = received_events;
 
 			ticker_ws_service(true);	/* waits up to 20 ms */
-			while (received_events != before &&
-				   ticker_buffered() < FLUSH_BATCH &&
+			while (received_events != before && !flush_due() &&
 				   trading_monotonic_us() - start < (int64) ticker_flush_interval_ms * 1000)
 			{
 				before = received_events;
@@ -918,11 +934,17 @@ ticker_worker_main(Datum main_arg)
 		if (pending_orders != NIL)
 			apply_pending_orders();
 		now = trading_monotonic_us();
-		if (ticker_buffered() >= FLUSH_BATCH ||
-			(ticker_buffered() > 0 &&
-			 GetCurrentTimestamp() - ticker_oldest_buffered_us() >=
-			 (int64) ticker_flush_interval_ms * 1000))
+
+		/*
+		 * One slice of ticks, then one slice of quotes, then back to reading:
+		 * the sockets are read between slices, so a backlog in the database
+		 * never makes the broker see a slow reader, and ticks go before
+		 * quotes without starving them.
+		 */
+		if (flush_due())
 			ticker_flush(entries);
+		if (ticker_quotes_due())
+			ticker_write_quotes(entries);
 		if (now - last_retention_us >= RETENTION_EVERY_US &&
 			pg_atomic_read_u64(&tk_shared->ticks_stored) > 0)
 		{

@@ -123,6 +123,7 @@ extern TickerShared *tk_shared;
 /* ---- GUCs (ticker.c) ---- */
 extern char *ticker_url;
 extern int	ticker_flush_interval_ms;
+extern int	ticker_quote_interval_ms;
 extern int	ticker_retention_days;
 
 /* ---- ticker_decode.c ---- */
@@ -202,7 +203,13 @@ typedef struct TickerEntry
 	int8		conn;			/* assigned connection, -1 = none */
 	int8		sent_mode;		/* mode the connection has, -1 = not
 								 * subscribed */
+	bool		quote_dirty;	/* latest is not yet in trading.quotes */
+	TickerTick	latest;			/* its latest written tick */
 } TickerEntry;
+
+/* ticks per transaction (a slice), quotes per transaction */
+#define TICKER_FLUSH_SLICE		2000
+#define TICKER_QUOTE_SLICE		3000
 
 extern void ticker_store_init(void);
 extern bool ticker_load_watchlist(HTAB *entries, int *count);
@@ -210,6 +217,8 @@ extern void ticker_buffer_ticks(const TickerTick *ticks, int n);
 extern int	ticker_buffered(void);
 extern int64 ticker_oldest_buffered_us(void);
 extern void ticker_flush(HTAB *entries);
+extern bool ticker_quotes_due(void);
+extern void ticker_write_quotes(HTAB *entries);
 extern void ticker_apply_order_update(const char *msg, size_t len);
 extern void ticker_maintain_partitions(void);
 

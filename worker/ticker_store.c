@@ -9,11 +9,15 @@
  *
  *	  ticker_load_watchlist		trading.ticker_watchlist into the worker's
  *								subscription table
- *	  ticker_flush				the buffered ticks: every tick into
- *								trading.ticks (one in-process COPY per
- *								flush, the partitions of its days created
- *								first), the latest per instrument into
- *								trading.quotes (one multi-row upsert)
+ *	  ticker_flush				the oldest buffered ticks, a slice of at
+ *								most TICKER_FLUSH_SLICE: every tick into
+ *								trading.ticks (one in-process COPY, the
+ *								partitions of its days created first)
+ *	  ticker_write_quotes		the latest written tick of the instruments
+ *								waiting longest (at most
+ *								TICKER_QUOTE_SLICE) into trading.quotes
+ *								(one multi-row UPDATE, an upsert for new
+ *								rows)
  *	  ticker_apply_order_update	an order text frame through the poller's
  *								validation and apply path
  *	  ticker_maintain_partitions retention of trading.ticks
@@ -21,7 +25,12 @@
  *	  The tick buffer is allocated once (TICK_BUFFER ticks); decoding
  *	  appends to it from inside the WebSocket callbacks without allocating.
  *	  A flush that fails keeps the buffer and is retried; only when the
- *	  buffer is full are the oldest ticks dropped (counted).
+ *	  buffer is full are the oldest ticks dropped (counted).  A written
+ *	  tick becomes its instrument's latest (TickerEntry.latest) and the
+ *	  instrument joins the queue of quotes to write, once however many
+ *	  ticks it gets before its quote is written: ticks never wait for
+ *	  quotes, and a quote row is rewritten at most once per
+ *	  trading.ticker_quote_interval.
  *
  *-------------------------------------------------------------------------
  */
@@ -53,7 +62,23 @@
 #define SAFE_PATH		"SET LOCAL search_path = pg_catalog, pg_temp"
 
 static TickerTick *tick_buf;
-static int	nticks;
+static int	head;				/* first tick not yet written */
+static int	nticks;				/* end of the buffered ticks */
+
+/*
+ * Instruments whose latest tick is not yet in trading.quotes, oldest first
+ * (a token may be listed twice after a watchlist change: its entry's
+ * quote_dirty flag decides).
+ */
+typedef struct DirtyQuote
+{
+	uint32		token;
+	int64		since_us;		/* monotonic, when it became dirty */
+}			DirtyQuote;
+static DirtyQuote * dirty;
+static int	dirty_head,
+			dirty_tail,
+			dirty_cap;
 static int64 known_days[4];		/* IST days whose partition exists */
 static int	nknown_days;
 
@@ -66,7 +91,10 @@ ticker_store_init(void)
 {
 	tick_buf = MemoryContextAllocHuge(TopMemoryContext,
 									  sizeof(TickerTick) * TICK_BUFFER);
-	nticks = 0;
+	head = nticks = 0;
+	dirty_cap = TICKER_MAX_CONNS * TICKER_MAX_PER_CONN;
+	dirty = MemoryContextAlloc(TopMemoryContext, sizeof(DirtyQuote) * dirty_cap);
+	dirty_head = dirty_tail = 0;
 	initStringInfo(&copy_data);
 }
 
@@ -131,6 +159,7 @@ load_body(void *arg)
 			e->conn = -1;
 			e->sent_mode = -1;
 			e->quoted = false;
+			e->quote_dirty = false;
 		}
 		else if (e->seen)
 			continue;			/* two watchlist rows for one token */
@@ -180,6 +209,13 @@ ticker_buffer_ticks(const TickerTick *ticks, int n)
 		ticks += n - TICK_BUFFER;
 		n = TICK_BUFFER;
 	}
+	if (nticks + n > TICK_BUFFER && head > 0)
+	{
+		/* make room: move the unwritten ticks to the front */
+		memmove(tick_buf, tick_buf + head, sizeof(TickerTick) * (nticks - head));
+		nticks -= head;
+		head = 0;
+	}
 	if (nticks + n > TICK_BUFFER)
 	{
 		/* the database has not kept up for long: drop the oldest */
@@ -196,13 +232,13 @@ ticker_buffer_ticks(const TickerTick *ticks, int n)
 int
 ticker_buffered(void)
 {
-	return nticks;
+	return nticks - head;
 }
 
 int64
 ticker_oldest_buffered_us(void)
 {
-	return nticks > 0 ? tick_buf[0].received_us : 0;
+	return nticks > head ? tick_buf[head].received_us : 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -560,38 +596,37 @@ append_quote(StringInfo cols, const TickerEntry *e, const TickerTick *t, bool fi
 typedef struct FlushArgs
 {
 	HTAB	   *entries;
+	int			from,
+				to;				/* the slice tick_buf[from..to) */
 	uint64		stored;
 	uint64		not_stored;
-	uint64		quotes;
 	int64		copy_us;
-	int64		quotes_us;
 } FlushArgs;
+
+/*
+ * Ticks are committed asynchronously, and so are quotes: a crash may lose
+ * the last few hundred milliseconds of them (never half a slice), and the
+ * stream goes on after a restart anyway; waiting for a WAL flush per batch
+ * would cap ingest at the disk's fsync rate.
+ */
+static void
+async_commit(void)
+{
+	if (SPI_execute("SET LOCAL synchronous_commit = off", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not set synchronous_commit");
+}
 
 static void
 flush_body(void *arg)
 {
 	FlushArgs  *a = (FlushArgs *) arg;
-	HASHCTL		ctl;
-	HTAB	   *latest;
-	StringInfoData cols[NQCOLS];	/* known quote rows */
-	StringInfoData newcols[NQCOLS]; /* first quotes */
-	int			nq = 0,
-				nnew = 0;
 
 	safe_path();
-
-	/*
-	 * Ticks are committed asynchronously: a crash may lose the last few
-	 * hundred milliseconds of them (never half a flush), and the stream goes
-	 * on after a restart anyway; waiting for a WAL flush per batch would cap
-	 * ingest at the disk's fsync rate.
-	 */
-	if (SPI_execute("SET LOCAL synchronous_commit = off", false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not set synchronous_commit");
+	async_commit();
 
 	/* ticks: the partitions of their days, then one COPY */
 	resetStringInfo(&copy_data);
-	for (int i = 0; i < nticks; i++)
+	for (int i = a->from; i < a->to; i++)
 	{
 		const TickerTick *t = &tick_buf[i];
 		TickerEntry *e = hash_search(a->entries, &t->token, HASH_FIND, NULL);
@@ -613,82 +648,14 @@ flush_body(void *arg)
 		a->stored = copy_ticks();
 		a->copy_us = trading_monotonic_us() - t0;
 	}
-
-	/* quotes: the latest tick of each instrument */
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(uint32);
-	ctl.entrysize = sizeof(uint32) + sizeof(int);
-	ctl.hcxt = CurrentMemoryContext;
-	latest = hash_create("ticker latest", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	for (int i = 0; i < NQCOLS; i++)
-	{
-		initStringInfo(&cols[i]);
-		appendStringInfoChar(&cols[i], '{');
-		initStringInfo(&newcols[i]);
-		appendStringInfoChar(&newcols[i], '{');
-	}
-	for (int i = nticks - 1; i >= 0; i--)
-	{
-		const TickerTick *t = &tick_buf[i];
-		TickerEntry *e = hash_search(a->entries, &t->token, HASH_FIND, NULL);
-		bool		found;
-
-		if (e == NULL)
-			continue;
-		(void) hash_search(latest, &t->token, HASH_ENTER, &found);
-		if (found)
-			continue;
-		if (e->quoted)
-			append_quote(cols, e, t, nq++ == 0);
-		else
-			append_quote(newcols, e, t, nnew++ == 0);
-	}
-	for (int i = 0; i < NQCOLS; i++)
-	{
-		appendStringInfoChar(&cols[i], '}');
-		appendStringInfoChar(&newcols[i], '}');
-	}
-	if (nq > 0 || nnew > 0)
-	{
-		int64		t0 = trading_monotonic_us();
-		HASH_SEQ_STATUS seq;
-		uint32	   *tok;
-
-		if (nq > 0)
-		{
-			uint64		n = run_quotes(quote_update_sql, &quote_update_plan, cols,
-									   SPI_OK_UPDATE);
-
-			a->quotes += n;
-			/* a row went away meanwhile (DELETE, the poller): upsert them all */
-			if (n < (uint64) nq)
-				(void) run_quotes(quote_sql, &quote_plan, cols, SPI_OK_INSERT);
-		}
-		if (nnew > 0)
-			a->quotes += run_quotes(quote_sql, &quote_plan, newcols, SPI_OK_INSERT);
-
-		/*
-		 * (if the commit fails, a missing row is caught by the UPDATE's
-		 * count)
-		 */
-		hash_seq_init(&seq, latest);
-		while ((tok = hash_seq_search(&seq)) != NULL)
-		{
-			TickerEntry *e = hash_search(a->entries, tok, HASH_FIND, NULL);
-
-			if (e)
-				e->quoted = true;
-		}
-		a->quotes_us = trading_monotonic_us() - t0;
-	}
 }
 
 static void
-record_latency(void)
+record_latency(int from, int to)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	for (int i = 0; i < nticks; i++)
+	for (int i = from; i < to; i++)
 	{
 		double		sec = (double) (now - tick_buf[i].received_us) / 1e6;
 		int			b = 0;
@@ -699,30 +666,186 @@ record_latency(void)
 		pg_atomic_fetch_add_u64(&tk_shared->latency_sum_us,
 								(uint64) Max(now - tick_buf[i].received_us, 0));
 	}
-	pg_atomic_fetch_add_u64(&tk_shared->latency_count, (uint64) nticks);
+	pg_atomic_fetch_add_u64(&tk_shared->latency_count, (uint64) (to - from));
+}
+
+/* the ticks of a written slice become their instruments' latest quotes */
+static void
+mark_quotes(HTAB *entries, int from, int to)
+{
+	int64		now = trading_monotonic_us();
+
+	for (int i = from; i < to; i++)
+	{
+		const TickerTick *t = &tick_buf[i];
+		TickerEntry *e = hash_search(entries, &t->token, HASH_FIND, NULL);
+
+		if (e == NULL)
+			continue;
+		e->latest = *t;
+		if (e->quote_dirty)
+			continue;
+		e->quote_dirty = true;
+		if (dirty_tail == dirty_cap)
+		{
+			if (dirty_head > 0)
+			{
+				memmove(dirty, dirty + dirty_head,
+						sizeof(DirtyQuote) * (dirty_tail - dirty_head));
+				dirty_tail -= dirty_head;
+				dirty_head = 0;
+			}
+			else
+			{
+				dirty_cap *= 2;
+				dirty = repalloc(dirty, sizeof(DirtyQuote) * dirty_cap);
+			}
+		}
+		dirty[dirty_tail].token = t->token;
+		dirty[dirty_tail].since_us = now;
+		dirty_tail++;
+	}
+}
+
+/* run one write; false (logged, counted in flush_errors) when it failed */
+static bool
+run_write(const char *activity, void (*body) (void *), void *arg, int n,
+		  const char *what)
+{
+	ErrorData  *e = trading_bgw_run_xact(activity, body, arg);
+
+	if (e == NULL)
+		return true;
+	pg_atomic_fetch_add_u64(&tk_shared->flush_errors, 1);
+	ereport(LOG,
+			(errmsg("trading ticker could not write %d %s: %s", n, what, e->message)));
+	FreeErrorData(e);
+	return false;
 }
 
 /*
- * Write the buffered ticks (see the file header).  On success the buffer
- * is empty; on failure it is kept for the next attempt.
+ * Write the oldest buffered ticks, at most TICKER_FLUSH_SLICE of them, in
+ * one transaction (see the file header); their instruments' quotes are
+ * written later by ticker_write_quotes().  On failure the buffer is kept
+ * for the next attempt.
  */
 void
 ticker_flush(HTAB *entries)
 {
-	FlushArgs	a = {entries, 0, 0, 0, 0, 0};
-	ErrorData  *e;
+	FlushArgs	a = {entries, head, Min(nticks, head + TICKER_FLUSH_SLICE), 0, 0, 0};
 
-	if (nticks == 0)
+	if (nticks == head)
 		return;
-	e = trading_bgw_run_xact("trading ticker: writing ticks", flush_body, &a);
 	pg_atomic_fetch_add_u64(&tk_shared->flushes, 1);
-	if (e)
+	if (!run_write("trading ticker: writing ticks", flush_body, &a,
+				   a.to - a.from, "ticks"))
 	{
-		pg_atomic_fetch_add_u64(&tk_shared->flush_errors, 1);
-		ereport(LOG,
-				(errmsg("trading ticker could not write %d ticks: %s", nticks, e->message)));
-		FreeErrorData(e);
 		nknown_days = 0;		/* a partition may have been dropped */
+		return;
+	}
+	record_latency(a.from, a.to);
+	mark_quotes(entries, a.from, a.to);
+	pg_atomic_fetch_add_u64(&tk_shared->ticks_stored, a.stored);
+	pg_atomic_fetch_add_u64(&tk_shared->ticks_not_stored, a.not_stored);
+	pg_atomic_fetch_add_u64(&tk_shared->copy_us, (uint64) a.copy_us);
+	head = a.to;
+	if (head == nticks)
+		head = nticks = 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Quotes
+ * ---------------------------------------------------------------------
+ */
+typedef struct QuoteArgs
+{
+	HTAB	   *entries;
+	int			from,
+				to;				/* the slice dirty[from..to) */
+	uint64		quotes;
+	int64		quotes_us;
+}			QuoteArgs;
+
+static void
+quotes_body(void *arg)
+{
+	QuoteArgs  *a = (QuoteArgs *) arg;
+	StringInfoData cols[NQCOLS];	/* known quote rows */
+	StringInfoData newcols[NQCOLS]; /* first quotes */
+	int			nq = 0,
+				nnew = 0;
+	int64		t0;
+
+	safe_path();
+	async_commit();
+	for (int i = 0; i < NQCOLS; i++)
+	{
+		initStringInfo(&cols[i]);
+		appendStringInfoChar(&cols[i], '{');
+		initStringInfo(&newcols[i]);
+		appendStringInfoChar(&newcols[i], '{');
+	}
+	for (int i = a->from; i < a->to; i++)
+	{
+		TickerEntry *e = hash_search(a->entries, &dirty[i].token, HASH_FIND, NULL);
+
+		if (e == NULL || !e->quote_dirty)
+			continue;			/* unwatched meanwhile, or listed twice */
+		if (e->quoted)
+			append_quote(cols, e, &e->latest, nq++ == 0);
+		else
+			append_quote(newcols, e, &e->latest, nnew++ == 0);
+	}
+	for (int i = 0; i < NQCOLS; i++)
+	{
+		appendStringInfoChar(&cols[i], '}');
+		appendStringInfoChar(&newcols[i], '}');
+	}
+	t0 = trading_monotonic_us();
+	if (nq > 0)
+	{
+		uint64		n = run_quotes(quote_update_sql, &quote_update_plan, cols,
+								   SPI_OK_UPDATE);
+
+		a->quotes += n;
+		/* a row went away meanwhile (DELETE, the poller): upsert them all */
+		if (n < (uint64) nq)
+			(void) run_quotes(quote_sql, &quote_plan, cols, SPI_OK_INSERT);
+	}
+	if (nnew > 0)
+		a->quotes += run_quotes(quote_sql, &quote_plan, newcols, SPI_OK_INSERT);
+	a->quotes_us = trading_monotonic_us() - t0;
+}
+
+/*
+ * Are quotes due: has an instrument's latest tick waited
+ * trading.ticker_quote_interval since its tick was written?
+ */
+bool
+ticker_quotes_due(void)
+{
+	return dirty_head < dirty_tail &&
+		trading_monotonic_us() - dirty[dirty_head].since_us >=
+		(int64) ticker_quote_interval_ms * 1000;
+}
+
+/*
+ * Write the latest ticks of the instruments longest waiting, at most
+ * TICKER_QUOTE_SLICE of them, into trading.quotes in one transaction.  All
+ * the ticks of an instrument that arrived meanwhile make one row update.
+ * On failure they stay waiting.
+ */
+void
+ticker_write_quotes(HTAB *entries)
+{
+	QuoteArgs	a = {entries, dirty_head,
+	Min(dirty_tail, dirty_head + TICKER_QUOTE_SLICE), 0, 0};
+
+	if (dirty_head == dirty_tail)
+		return;
+	if (!run_write("trading ticker: writing quotes", quotes_body, &a,
+				   a.to - a.from, "quotes"))
+	{
 		if (quote_plan)
 		{
 			SPI_freeplan(quote_plan);
@@ -735,13 +858,21 @@ ticker_flush(HTAB *entries)
 		}
 		return;
 	}
-	record_latency();
-	pg_atomic_fetch_add_u64(&tk_shared->ticks_stored, a.stored);
-	pg_atomic_fetch_add_u64(&tk_shared->ticks_not_stored, a.not_stored);
+	for (int i = a.from; i < a.to; i++)
+	{
+		TickerEntry *te = hash_search(entries, &dirty[i].token, HASH_FIND, NULL);
+
+		if (te != NULL)
+		{
+			te->quote_dirty = false;
+			te->quoted = true;
+		}
+	}
 	pg_atomic_fetch_add_u64(&tk_shared->quotes_written, a.quotes);
-	pg_atomic_fetch_add_u64(&tk_shared->copy_us, (uint64) a.copy_us);
 	pg_atomic_fetch_add_u64(&tk_shared->quotes_us, (uint64) a.quotes_us);
-	nticks = 0;
+	dirty_head = a.to;
+	if (dirty_head == dirty_tail)
+		dirty_head = dirty_tail = 0;
 }
 
 /* ---------------------------------------------------------------------
