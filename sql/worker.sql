@@ -259,6 +259,12 @@ SELECT e, (SELECT count(*) FROM trading._apply_response(e, '{"status": "error"}'
 INSERT INTO trading.watchlist (instrument) VALUES ('NSE:' || repeat('A', 61));
 INSERT INTO trading.watchlist (instrument) VALUES (E'NSE:AB\u00e9');
 INSERT INTO trading.watchlist (instrument) VALUES ('NSE:' || repeat('A', 47));
+-- indices have spaces in their symbol; none at the ends, never two
+INSERT INTO trading.watchlist (instrument) VALUES ('NSE:NIFTY 50'), ('NSE:NIFTY BANK');
+INSERT INTO trading.watchlist (instrument) VALUES ('NSE:NIFTY 50 ');
+INSERT INTO trading.watchlist (instrument) VALUES ('NSE: NIFTY');
+INSERT INTO trading.watchlist (instrument) VALUES ('NSE:NIFTY  50');
+INSERT INTO trading.watchlist (instrument) VALUES (E'NSE:NIFTY\t50');
 SELECT instrument, refused_at, refused_reason FROM trading.watchlist ORDER BY 1;
 DELETE FROM trading.watchlist;
 

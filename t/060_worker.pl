@@ -48,6 +48,12 @@ ok($node->poll_query_until('postgres', "SELECT count(*) = 3 FROM trading.quotes"
 is($node->safe_psql('postgres',
 	"SELECT string_agg(instrument || '=' || mode, ',' ORDER BY instrument) FROM trading.quotes"),
 	'NSE:INFY=full,NSE:SBIN=ltp,NSE:TCS=ohlc', 'quotes in their watchlist mode');
+# an index, whose symbol has a space, is quoted like any instrument
+$node->safe_psql('postgres', "INSERT INTO trading.watchlist (instrument, mode) VALUES ('NSE:NIFTY 50', 'ltp')");
+ok($node->poll_query_until('postgres',
+	"SELECT last_price > 0 FROM trading.quotes WHERE instrument = 'NSE:NIFTY 50'"),
+	'an index with a space in its symbol (NSE:NIFTY 50) is quoted');
+$node->safe_psql('postgres', "DELETE FROM trading.watchlist WHERE instrument = 'NSE:NIFTY 50'");
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM trading.margins WHERE segment IN ('equity','commodity')"),
 	'2', 'margins of both segments');

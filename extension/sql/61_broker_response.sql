@@ -528,12 +528,16 @@ DROP FUNCTION @extschema@._worker_errors();
 GRANT EXECUTE ON FUNCTION @extschema@._worker_errors_detail() TO trading_reader;
 
 -- ---------------------------------------------------------------------
--- The watchlist: instruments printable ASCII without spaces, at most 64
--- bytes; an instrument the broker refuses is marked and skipped.
+-- The watchlist: EXCHANGE:TRADINGSYMBOL in printable ASCII, at most 64
+-- bytes; single spaces inside the symbol are allowed (indices: 'NSE:NIFTY
+-- 50'; 1.0 refused them), none at either end.  An instrument the broker
+-- refuses is marked and skipped.
 -- ---------------------------------------------------------------------
 ALTER TABLE @extschema@.watchlist
+    DROP CONSTRAINT watchlist_instrument_check,
     ADD CONSTRAINT watchlist_instrument_length CHECK (octet_length(instrument) <= 64
-                                                       AND instrument ~ '^[A-Z]{1,16}:[!-~]{1,47}$'),
+                                                       AND instrument ~ '^[A-Z]{1,16}:[!-~]([ -~]{0,45}[!-~])?$'
+                                                       AND instrument !~ '  '),
     ADD COLUMN refused_at timestamptz,
     ADD COLUMN refused_reason text;
 COMMENT ON COLUMN @extschema@.watchlist.refused_at IS
