@@ -48,7 +48,8 @@ regress() {
 }
 
 tap() {
-    as_pg make -s tapcheck PG_CONFIG="$PG_CONFIG" 2>&1 | tee "$work/tap.out"
+    # --timer: each file's time, to watch the suite's length
+    as_pg make -s tapcheck PG_CONFIG="$PG_CONFIG" PROVE_FLAGS="-I t/lib --timer" 2>&1 | tee "$work/tap.out"
     [ "${PIPESTATUS[0]}" -eq 0 ] && return 0
     # the logs of the failed files only (prove's summary names them)
     local t f
