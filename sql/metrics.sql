@@ -126,7 +126,7 @@ JOIN trading.metrics_catalog c ON m.name LIKE c.name || '%'
 WHERE ARRAY(SELECT jsonb_object_keys(m.labels) EXCEPT SELECT 'le' ORDER BY 1)
       <> ARRAY(SELECT unnest(c.labels) ORDER BY 1);
 SELECT count(*) AS catalogue_entries, count(DISTINCT name) AS distinct_names,
-       count(*) FILTER (WHERE name !~ '^trading_[a-z_]+$') AS badly_named,
+       count(*) FILTER (WHERE name !~ '^trading_[a-z0-9_]+$') AS badly_named,
        count(*) FILTER (WHERE type = 'counter' AND name !~ '_total$') AS counters_without_total,
        count(*) FILTER (WHERE type <> 'counter' AND name ~ '_total$') AS non_counters_with_total
 FROM trading.metrics_catalog;

@@ -291,6 +291,11 @@ ok((grep { /^trading_worker_errors_total\|endpoint=positions,error_type=/ } keys
 	'worker errors by endpoint and type');
 ok(exists $scraped{'trading_correlation_queue_depth|'} && exists $scraped{'trading_correlation_dropped_total|'},
 	'correlation queue depth and drops');
+is($scraped{'trading_orders_sender_up|'}, '1', 'the order outbox metrics are scraped: the sender runs');
+is($scraped{'trading_order_requests_in_state|error_type=,kind=place,state=verifying'}, '0',
+	'every kind and state of order requests has a series, 0 when empty');
+ok(exists $scraped{'trading_order_latency_seconds_bucket|le=0.001,phase=commit_to_ack'},
+	'the order latency histogram');
 
 # ---- exporter health ----------------------------------------------------------
 my @load_errors = grep { $_->{name} eq 'pg_exporter_user_queries_load_error' } @$samples;

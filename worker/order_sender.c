@@ -9,7 +9,11 @@
  * restarted 1 s after it dies.  It waits while the installed extension is
  * older than 1.1.  At start every request left in 'sending' by a previous
  * incarnation (kill -9, crash, failover) becomes 'unknown': it may have
- * reached the broker.
+ * reached the broker.  Every placement still 'pending' becomes 'verifying':
+ * a previous incarnation may have sent it and lost its 'sending' (a leader
+ * whose last commits never reached the standby promoted since); it is
+ * looked up by its tag in an order book fetched trading.order_settle later
+ * and adopted as placed if found, sent only if absent.
  *
  * One iteration of the loop:
  *	 1. dispatch: in one transaction, expire what is past valid_until, take
@@ -17,8 +21,8 @@
  *		kite.orders, the rest kite.api; a refusal leaves it pending and
  *		sets a timer), check each again (_order_claim) and mark it
  *		'sending'.  Commit.  Only then start the HTTP requests.
- *	 2. reconcile: when a request has been 'unknown' for the settling time,
- *		fetch GET /orders (kite.api) and settle it by its tag.
+ *	 2. reconcile: when a request has been 'unknown' or 'verifying' for the
+ *		settling time, fetch GET /orders (kite.api) and settle it by its tag.
  *	 3. watchdog, once a second: heartbeats, the daily-loss trip, adoption.
  *	 4. wait for the latch (a commit queued a request), a socket, or the
  *		next timer; record the finished requests in one transaction.
@@ -196,15 +200,23 @@ rate_sync_body(void *arg)
 static void
 recover_body(void *arg)
 {
-	int			n;
+	int			n,
+				v;
 
-	if (SPI_execute("SELECT trading._order_recover()", false, 1) != SPI_OK_SELECT)
+	if (SPI_execute("SELECT unknown, verifying FROM trading._order_recover()",
+					false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not recover");
 	n = atoi(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	v = atoi(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
 	if (n > 0)
 		ereport(LOG,
 				(errmsg("trading order sender: %d request(s) left in flight by a previous run are now unknown and will be reconciled by their tag",
 						n)));
+	if (v > 0)
+		ereport(LOG,
+				(errmsg("trading order sender: %d pending placement(s) are verifying: a previous run may have sent them; each is looked up at the broker by its tag before it is sent",
+						v)));
+	*(bool *) arg = true;
 }
 
 /* ---------------------------------------------------------------------
@@ -539,7 +551,7 @@ reconciled(OrderReply *r)
 
 typedef struct WatchdogArgs
 {
-	int64		unknown_wait_us;	/* -1: none unknown */
+	int64		unknown_wait_us;	/* -1: none unknown or verifying */
 	bool		ok;
 } WatchdogArgs;
 
@@ -554,7 +566,8 @@ watchdog_body(void *arg)
 	if (SPI_execute("SELECT pg_catalog.date_part('epoch', pg_catalog.min(unknown_since) "
 					"OPERATOR(pg_catalog.+) pg_catalog.current_setting('trading.order_settle')::interval "
 					"OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) "
-					"FROM trading.order_requests WHERE state OPERATOR(pg_catalog.=) 'unknown'",
+					"FROM trading.order_requests "
+					"WHERE state OPERATOR(pg_catalog.=) ANY ('{unknown,verifying}'::pg_catalog.text[])",
 					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the unknown requests");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -698,7 +711,16 @@ order_sender_main(Datum main_arg)
 	os_shared->procno = MyProc->pgprocno;
 	SpinLockRelease(&os_shared->mutex);
 	trading_bgw_on_exit(sender_exit);
-	unit_of_work("trading order sender: recovering", recover_body, NULL);
+	/* nothing is sent before the recovery has committed */
+	for (;;)
+	{
+		bool		recovered = false;
+
+		unit_of_work("trading order sender: recovering", recover_body, &recovered);
+		if (recovered)
+			break;
+		trading_bgw_nap(1000L);
+	}
 	ereport(LOG, (errmsg("trading order sender started, sending to %s", broker_url)));
 
 	for (;;)

@@ -31,7 +31,8 @@ CREATE TABLE @extschema@.order_requests (
     strategy           text,
     state              text NOT NULL DEFAULT 'pending'
                        CHECK (state IN ('pending', 'risk_rejected', 'halted', 'expired',
-                                        'sending', 'placed', 'rejected', 'unknown', 'failed')),
+                                        'sending', 'placed', 'rejected', 'unknown', 'failed',
+                                        'verifying')),
     state_reason       text,
     error_type         text,
     attempts           integer NOT NULL DEFAULT 0,
@@ -43,14 +44,14 @@ CREATE TABLE @extschema@.order_requests (
     requested_by       text NOT NULL DEFAULT session_user,
     -- owned by the worker
     retry_at           timestamptz,     -- a retry after an error that proves the request never left
-    unknown_since      timestamptz,     -- when the ambiguity arose
+    unknown_since      timestamptz,     -- when the ambiguity arose ('unknown', 'verifying')
     generation         integer NOT NULL DEFAULT 0,   -- retry_order(): a new tag each time
-    adopted            boolean NOT NULL DEFAULT false,
+    adopted            boolean NOT NULL DEFAULT false,   -- 'verifying' found at the broker: sent by a previous run
     updated_at         timestamptz NOT NULL DEFAULT now(),
     CHECK (kind = 'place' OR order_id IS NOT NULL)
 );
 CREATE INDEX order_requests_open_idx ON @extschema@.order_requests (id)
-    WHERE state IN ('pending', 'sending', 'unknown');
+    WHERE state IN ('pending', 'sending', 'unknown', 'verifying');
 CREATE INDEX order_requests_order_id_idx ON @extschema@.order_requests (order_id);
 CREATE INDEX order_requests_strategy_idx ON @extschema@.order_requests (strategy, created_at);
 COMMENT ON TABLE @extschema@.order_requests IS
@@ -146,7 +147,7 @@ AS $$
                        FROM @extschema@.order_requests r
                       WHERE r.kind = 'place' AND r.exchange = p_exchange AND r.tradingsymbol = p_symbol
                         AND r.id <> p_exclude
-                        AND (r.state IN ('pending', 'sending', 'unknown')
+                        AND (r.state IN ('pending', 'sending', 'unknown', 'verifying')
                              OR (r.state = 'placed' AND NOT EXISTS
                                  (SELECT FROM @extschema@.orders o WHERE o.order_id = r.order_id)))), 0)
 $$;
@@ -560,7 +561,7 @@ BEGIN
                 WHERE r.order_id = o.order_id AND r.kind = 'place' AND r.strategy = p_strategy))
        AND NOT EXISTS (SELECT FROM @extschema@.order_requests c
                 WHERE c.order_id = o.order_id AND c.kind = 'cancel'
-                  AND c.state IN ('pending', 'sending', 'unknown'));
+                  AND c.state IN ('pending', 'sending', 'unknown', 'verifying'));
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
@@ -680,17 +681,31 @@ $$;
 -- ---------------------------------------------------------------------
 
 -- At start: whatever a previous worker left in flight may have reached
--- the broker.
-CREATE FUNCTION @extschema@._order_recover()
-    RETURNS integer LANGUAGE sql
+-- the broker ('sending' -> 'unknown').  And every placement still
+-- 'pending' may have been sent too, by a previous run whose 'sending' was
+-- lost: a leader that claimed it, sent it and died before its commit
+-- reached the standby promoted since (asynchronous replication), or a
+-- commit lost with synchronous_commit off.  Those are 'verifying': looked
+-- up at the broker by their tag before anything is sent (_order_reconcile),
+-- adopted as placed when found, pending again when the broker's book,
+-- fetched at least trading.order_settle after now, lacks the tag.
+CREATE FUNCTION @extschema@._order_recover(OUT unknown integer, OUT verifying integer)
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH u AS (
-        UPDATE @extschema@.order_requests
-           SET state = 'unknown', unknown_since = now(), updated_at = now(),
-               state_reason = 'the sender stopped while the request was in flight'
-         WHERE state = 'sending' RETURNING 1)
-    SELECT count(*)::integer FROM u
+BEGIN
+    UPDATE @extschema@.order_requests
+       SET state = 'unknown', unknown_since = now(), updated_at = now(),
+           state_reason = 'the sender stopped while the request was in flight'
+     WHERE state = 'sending';
+    GET DIAGNOSTICS unknown = ROW_COUNT;
+    UPDATE @extschema@.order_requests
+       SET state = 'verifying', unknown_since = now(), updated_at = now(),
+           state_reason = 'pending when the sender started: a previous run may have sent it; '
+                          'looked up at the broker by its tag before sending'
+     WHERE state = 'pending' AND kind = 'place';
+    GET DIAGNOSTICS verifying = ROW_COUNT;
+END
 $$;
 
 -- Candidates to send now, oldest first; expires what is past valid_until.
@@ -868,11 +883,12 @@ BEGIN
 END
 $$;
 
--- Reconcile 'unknown' requests against an order book fetched at
--- fetched_at: by exact tag only.  A request whose ambiguity arose at least
--- settle before the fetch and whose tag is absent has failed.  Tags of ours
--- that no request knows are adopted.  Returns the number of requests
--- settled.
+-- Reconcile 'unknown' and 'verifying' requests against an order book
+-- fetched at fetched_at: by exact tag only.  A request whose ambiguity
+-- arose at least settle before the fetch and whose tag is absent has
+-- failed ('unknown') or was never sent ('verifying': pending again, sent
+-- now).  Tags of ours that no request knows are adopted.  Returns the
+-- number of requests settled.
 CREATE FUNCTION @extschema@._order_reconcile(book jsonb, fetched_at timestamptz, settle interval)
     RETURNS integer LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -899,7 +915,7 @@ BEGIN
     FOR rec IN SELECT r.correlation_id, r.tag,
                       EXISTS (SELECT FROM _order_book b WHERE b.tag = r.tag) AS found
                  FROM @extschema@.order_requests r
-                WHERE r.state = 'unknown' AND r.correlation_id IS NOT NULL
+                WHERE r.state IN ('unknown', 'verifying') AND r.correlation_id IS NOT NULL
                   AND (r.unknown_since + settle <= fetched_at
                        OR EXISTS (SELECT FROM _order_book b WHERE b.tag = r.tag))
     LOOP
@@ -916,6 +932,22 @@ BEGIN
            updated_at = now()
       FROM _order_book b
      WHERE r.state = 'unknown' AND r.kind = 'place' AND b.tag = r.tag;
+    GET DIAGNOSTICS k = ROW_COUNT;
+    n := n + k;
+    -- placements a previous run may have sent: found by tag, adopted
+    UPDATE @extschema@.order_requests r
+       SET state = 'placed', order_id = b.order_id, acked_at = clock_timestamp(), adopted = true,
+           state_reason = 'found at the broker by its tag: sent by a previous run whose record was lost',
+           updated_at = now()
+      FROM _order_book b
+     WHERE r.state = 'verifying' AND b.tag = r.tag;
+    GET DIAGNOSTICS k = ROW_COUNT;
+    n := n + k;
+    -- ... or absent after settling: never sent, sent now (the wake trigger)
+    UPDATE @extschema@.order_requests r
+       SET state = 'pending', unknown_since = NULL, updated_at = now(),
+           state_reason = 'verified absent from the broker''s order book'
+     WHERE r.state = 'verifying' AND r.unknown_since + settle <= fetched_at;
     GET DIAGNOSTICS k = ROW_COUNT;
     n := n + k;
     -- cancellations: the order's state answers
@@ -978,19 +1010,29 @@ SELECT coalesce(s.mode, 'active') AS mode, s.reason, s.changed_by, s.changed_at,
        (SELECT count(*) FROM @extschema@.order_requests WHERE state = 'unknown') AS unknown,
        (SELECT count(*) FROM @extschema@.adopted_orders) AS adopted,
        (SELECT array_agg(strategy ORDER BY strategy) FROM @extschema@.strategy_heartbeats
-         WHERE lapsed_at IS NOT NULL) AS lapsed_strategies
+         WHERE lapsed_at IS NOT NULL) AS lapsed_strategies,
+       (SELECT count(*) FROM @extschema@.order_requests WHERE state = 'verifying') AS verifying,
+       (SELECT count(*) FROM @extschema@.order_requests WHERE adopted) AS adopted_requests
   FROM (SELECT 1) one
   LEFT JOIN @extschema@.trading_switch s ON true;
 
 -- ---------------------------------------------------------------------
--- Metrics (monitoring/queries_orders.yaml exports them; alerts in
--- monitoring/alerts.yml)
+-- Metrics (monitoring/queries.yaml exports them; alerts in
+-- monitoring/alerts.yml; their rows of trading.metrics_catalog are
+-- metrics_catalog_orders, which 72_ticker_metrics.sql adds)
 -- ---------------------------------------------------------------------
 
--- trading_order_requests_total{kind,state,error_type}
+-- trading_order_requests_in_state{kind,state,error_type}: every kind and state
+-- has a series (0 when no request is in it, error_type '')
 CREATE VIEW @extschema@.metrics_order_requests AS
-    SELECT kind, state, coalesce(error_type, '') AS error_type, count(*)::float8 AS total
-      FROM @extschema@.order_requests GROUP BY 1, 2, 3;
+    WITH c AS (
+        SELECT kind, state, coalesce(error_type, '') AS error_type, count(*)::float8 AS total
+          FROM @extschema@.order_requests GROUP BY 1, 2, 3)
+    SELECT k.kind, s.state, coalesce(c.error_type, '') AS error_type, coalesce(c.total, 0) AS in_state
+      FROM (VALUES ('place'), ('modify'), ('cancel')) k(kind)
+     CROSS JOIN (VALUES ('pending'), ('verifying'), ('sending'), ('unknown'), ('placed'), ('rejected'),
+                        ('failed'), ('risk_rejected'), ('halted'), ('expired')) s(state)
+      LEFT JOIN c ON c.kind = k.kind AND c.state = s.state;
 
 -- trading_order_latency_seconds{phase}: commit_to_ack (request created ->
 -- the broker's reply recorded) and ack_to_fill (-> the broker worker saw
@@ -1009,10 +1051,10 @@ CREATE VIEW @extschema@.metrics_order_latency AS
     bounds AS (SELECT ARRAY[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]::float8[] AS le)
     SELECT p.phase,
            b.le AS latency_seconds,
-           ARRAY(SELECT (SELECT count(*) FROM obs WHERE obs.phase = p.phase AND obs.v <= x)::float8
+           ARRAY(SELECT (SELECT count(*) FROM obs WHERE obs.phase = p.phase AND obs.v <= x)
                    FROM unnest(b.le) x) AS latency_seconds_bucket,
            (SELECT coalesce(sum(obs.v), 0) FROM obs WHERE obs.phase = p.phase)::float8 AS latency_seconds_sum,
-           (SELECT count(*) FROM obs WHERE obs.phase = p.phase)::float8 AS latency_seconds_count
+           (SELECT count(*) FROM obs WHERE obs.phase = p.phase) AS latency_seconds_count
       FROM (VALUES ('commit_to_ack'), ('ack_to_fill')) p(phase)
       CROSS JOIN bounds b;
 
@@ -1034,8 +1076,23 @@ CREATE VIEW @extschema@.metrics_order_state AS
              WHERE backend_type = 'trading order sender')::float8 AS sender_up
       FROM @extschema@.trading_state s;
 
+CREATE VIEW @extschema@.metrics_catalog_orders (name, type, labels, help) AS VALUES
+    ('trading_order_requests_in_state', 'gauge', '{kind,state,error_type}'::text[], 'Order requests by kind, state and error type.'),
+    ('trading_order_latency_seconds', 'histogram', '{phase}', 'Order latency in seconds, by phase.'),
+    ('trading_orders_halted', 'gauge', '{}', '1 while the kill switch is in mode halt.'),
+    ('trading_orders_reduce_only', 'gauge', '{}', '1 while the kill switch is in mode reduce_only.'),
+    ('trading_orders_tripped', 'gauge', '{}', '1 when the daily-loss limit tripped the kill switch.'),
+    ('trading_orders_adopted', 'gauge', '{}', 'Broker orders with one of our tags that no request knows.'),
+    ('trading_orders_unknown_over_1m', 'gauge', '{}', 'Requests unknown for more than a minute.'),
+    ('trading_orders_daily_loss', 'gauge', '{}', 'Realised plus unrealised loss of the net positions (negative: a gain).'),
+    ('trading_orders_max_daily_loss', 'gauge', '{}', 'The global max_daily_loss limit, 0 when none.'),
+    ('trading_orders_lapsed_strategies', 'gauge', '{}', 'Strategies whose heartbeat lapsed.'),
+    ('trading_orders_sender_up', 'gauge', '{}', '1 while the order sender runs.');
+COMMENT ON VIEW @extschema@.metrics_catalog_orders IS
+    'The order outbox''s metrics (part of trading.metrics_catalog)';
+
 GRANT SELECT ON @extschema@.metrics_order_requests, @extschema@.metrics_order_latency,
-    @extschema@.metrics_order_state TO trading_reader;
+    @extschema@.metrics_order_state, @extschema@.metrics_catalog_orders TO trading_reader;
 
 -- ---------------------------------------------------------------------
 -- Privileges

@@ -28,8 +28,8 @@ awk '
     /^    - [a-z0-9_]+:$/     { col = $2; sub(":$", "", col); next }
     /^        usage:/         { u = $2; gsub("\"", "", u); if (u != "LABEL") print key "_" col }
 ' monitoring/queries.yaml | sort > "$tmp/yaml_names"
-grep -ohE "^    \('trading_[a-z_]+', '(counter|gauge|histogram)'" extension/sql/*.sql \
-    | sed -E "s/^    \('([a-z_]+)'.*/\1/" | sort > "$tmp/catalog_names"
+grep -ohE "^    \('trading_[a-z0-9_]+', '(counter|gauge|histogram)'" extension/sql/*.sql \
+    | sed -E "s/^    \('([a-z0-9_]+)'.*/\1/" | sort > "$tmp/catalog_names"
 if ! diff -u "$tmp/catalog_names" "$tmp/yaml_names"; then
     err "queries.yaml and trading.metrics_catalog disagree on metric names"
 fi
