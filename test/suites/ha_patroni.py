@@ -152,8 +152,8 @@ FINAL = ('placed', 'rejected', 'failed', 'risk_rejected', 'halted', 'expired')
 def check_orders(layout, broker, placer):
     leader = layout.leader()
     ok(wait_for(lambda: layout.su_query(leader, "SELECT count(*) FROM trading.order_requests "
-                                                "WHERE state IN ('pending', 'sending', 'unknown')")[0][0] == 0, 120),
-       'orders: no request is left pending, sending or unknown')
+                                                "WHERE state IN ('pending', 'sending', 'unknown', 'verifying')")[0][0] == 0, 120),
+       'orders: no request is left pending, sending, unknown or verifying')
     rows = {r[0]: r for r in layout.su_query(
         leader, "SELECT id, tag, state, order_id, unknown_since IS NOT NULL FROM trading.order_requests "
                 "WHERE kind = 'place' AND strategy = 'ha'")}
