@@ -224,6 +224,18 @@ is($node->safe_psql('postgres', q{SELECT last_price::text FROM trading.ticks
 	WHERE instrument_token = 1048582 ORDER BY received_at DESC LIMIT 1}),
 	'90.4475', 'BCD last price exact, 4 decimals (divided by 1e4)');
 
+# every stored tick: prices with their segment's decimals, change exact
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM trading.ticks
+	WHERE change IS DISTINCT FROM last_price - close
+	   OR scale(last_price) <> CASE instrument_token & 255 WHEN 3 THEN 7 WHEN 6 THEN 4 ELSE 2 END
+	   OR (depth_buy_price IS NOT NULL AND (cardinality(depth_buy_price) <> 5
+	       OR scale(depth_sell_price[5]) <> scale(last_price)))}),
+	'0', 'every stored tick: exact prices with the segment\'s decimals, change = last_price - close');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) > 0 FROM trading.ticks WHERE change < 0 OR change > 0}),
+	't', 'stored ticks with a change other than 0');
+
 # quotes: the latest tick per instrument, marked as streamed
 ok(TickerTest::wait_for($node, q{
 	SELECT count(*) = 7 FROM trading.quotes WHERE raw->>'source' = 'ticker'}, 10),

@@ -33,6 +33,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
 #include "port/atomics.h"
 #include "storage/spin.h"
 #include "utils/hsearch.h"
@@ -188,6 +189,27 @@ extern TickerFrameResult ticker_decode_frame(const uint8 *buf, size_t len,
 /* the price as exact decimal text ("1573.70"); buf of 24 bytes */
 extern char *ticker_price_text(uint32 v, int decimals, char *buf);
 extern int	ticker_decimals(uint32 token);
+
+/* ---- ticker_rows.c ---- */
+extern void ticker_copy_header(StringInfo s);
+extern void ticker_copy_row(StringInfo s, const TickerTick *t);
+extern void ticker_copy_trailer(StringInfo s);
+
+#define TICKER_QUOTE_COLS	17
+
+/* the quote statements' parameters, column by column */
+typedef struct TickerQuoteCols
+{
+	int			n;				/* rows added */
+	int			cap;
+	Datum	   *vals[TICKER_QUOTE_COLS];
+	bool	   *nulls[TICKER_QUOTE_COLS];
+}			TickerQuoteCols;
+
+extern void ticker_quote_init(TickerQuoteCols * c, int cap);
+extern void ticker_quote_add(TickerQuoteCols * c, const char *instrument,
+							 const TickerTick *t);
+extern void ticker_quote_params(TickerQuoteCols * c, Oid *argtypes, Datum *values);
 
 /* ---- ticker_store.c ---- */
 

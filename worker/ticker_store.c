@@ -246,130 +246,6 @@ ticker_oldest_buffered_us(void)
  * ---------------------------------------------------------------------
  */
 
-/* "2026-11-29 10:41:27.123456+00" from a TimestampTz */
-static void
-append_ts(StringInfo s, TimestampTz ts)
-{
-	int64		unix_us = ts + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
-	time_t		secs = (time_t) (unix_us / 1000000);
-	int			us = (int) (unix_us % 1000000);
-	struct tm	tm;
-
-	if (us < 0)
-	{
-		us += 1000000;
-		secs--;
-	}
-	gmtime_r(&secs, &tm);
-	appendStringInfo(s, "%04d-%02d-%02d %02d:%02d:%02d.%06d+00",
-					 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-					 tm.tm_hour, tm.tm_min, tm.tm_sec, us);
-}
-
-static void
-append_epoch(StringInfo s, uint32 epoch)
-{
-	time_t		secs = (time_t) epoch;
-	struct tm	tm;
-
-	gmtime_r(&secs, &tm);
-	appendStringInfo(s, "%04d-%02d-%02d %02d:%02d:%02d+00",
-					 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-					 tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
-static void
-append_price(StringInfo s, uint32 v, int decimals)
-{
-	char		buf[24];
-
-	appendStringInfoString(s, ticker_price_text(v, decimals, buf));
-}
-
-/* change = last - close, exact (both scaled alike) */
-static void
-append_change(StringInfo s, const TickerTick *t)
-{
-	int64		d = (int64) t->last_price - (int64) t->close;
-	char		buf[24];
-
-	if (d < 0)
-		appendStringInfoChar(s, '-');
-	appendStringInfoString(s, ticker_price_text((uint32) (d < 0 ? -d : d),
-												t->decimals, buf));
-}
-
-/* one row of trading.ticks in COPY text format */
-static void
-append_tick_row(StringInfo s, const TickerTick *t)
-{
-	bool		q = t->mode != TM_LTP;
-	bool		tq = q && t->tradable;
-	bool		full = t->mode == TM_FULL;
-
-	appendStringInfo(s, "%u\t", t->token);
-	append_ts(s, t->received_us);
-	appendStringInfoChar(s, '\t');
-	if (full && t->exchange_time)
-		append_epoch(s, t->exchange_time);
-	else
-		appendStringInfoString(s, "\\N");
-	appendStringInfo(s, "\t%s\t%s\t", ticker_mode_names[t->mode], t->tradable ? "t" : "f");
-	append_price(s, t->last_price, t->decimals);
-	if (tq)
-	{
-		appendStringInfo(s, "\t%u\t", t->last_quantity);
-		append_price(s, t->average_price, t->decimals);
-		appendStringInfo(s, "\t%u\t%u\t%u", t->volume, t->buy_quantity, t->sell_quantity);
-	}
-	else
-		appendStringInfoString(s, "\t\\N\t\\N\t\\N\t\\N\t\\N");
-	if (q)
-	{
-		appendStringInfoChar(s, '\t');
-		append_price(s, t->open, t->decimals);
-		appendStringInfoChar(s, '\t');
-		append_price(s, t->high, t->decimals);
-		appendStringInfoChar(s, '\t');
-		append_price(s, t->low, t->decimals);
-		appendStringInfoChar(s, '\t');
-		append_price(s, t->close, t->decimals);
-		appendStringInfoChar(s, '\t');
-		append_change(s, t);
-	}
-	else
-		appendStringInfoString(s, "\t\\N\t\\N\t\\N\t\\N\t\\N");
-	if (full && t->tradable)
-	{
-		appendStringInfoChar(s, '\t');
-		if (t->last_trade_time)
-			append_epoch(s, t->last_trade_time);
-		else
-			appendStringInfoString(s, "\\N");
-		appendStringInfo(s, "\t%u\t%u\t%u", t->oi, t->oi_day_high, t->oi_day_low);
-		for (int side = 0; side < 2; side++)
-		{
-			const TickerDepth *d = &t->depth[side * 5];
-
-			appendStringInfoString(s, "\t{");
-			for (int k = 0; k < 5; k++)
-			{
-				if (k)
-					appendStringInfoChar(s, ',');
-				append_price(s, d[k].price, t->decimals);
-			}
-			appendStringInfo(s, "}\t{%u,%u,%u,%u,%u}\t{%u,%u,%u,%u,%u}",
-							 d[0].quantity, d[1].quantity, d[2].quantity,
-							 d[3].quantity, d[4].quantity,
-							 d[0].orders, d[1].orders, d[2].orders,
-							 d[3].orders, d[4].orders);
-		}
-	}
-	else
-		appendStringInfoString(s, "\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N");
-	appendStringInfoChar(s, '\n');
-}
-
 static int
 copy_source(void *outbuf, int minread, int maxread)
 {
@@ -412,7 +288,7 @@ ensure_partition(TimestampTz ts)
 	known_days[nknown_days++] = day;
 }
 
-/* COPY copy_data into trading.ticks, in this process */
+/* COPY copy_data (binary format) into trading.ticks, in this process */
 static uint64
 copy_ticks(void)
 {
@@ -430,7 +306,9 @@ copy_ticks(void)
 	(void) addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL,
 										 false, false);
 	copy_pos = 0;
-	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, copy_source, NIL, NIL);
+	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, copy_source, NIL,
+						   list_make1(makeDefElem("format",
+												  (Node *) makeString("binary"), -1)));
 	n = CopyFrom(cstate);
 	EndCopyFrom(cstate);
 	free_parsestate(pstate);
@@ -438,21 +316,6 @@ copy_ticks(void)
 	return n;
 }
 
-/* a text[] literal element, quoted */
-static void
-append_elem_text(StringInfo s, const char *v)
-{
-	appendStringInfoChar(s, '"');
-	for (const char *p = v; *p; p++)
-	{
-		if (*p == '"' || *p == '\\')
-			appendStringInfoChar(s, '\\');
-		appendStringInfoChar(s, *p);
-	}
-	appendStringInfoChar(s, '"');
-}
-
-#define NQCOLS 17
 #define QUOTE_FROM \
 "FROM unnest($1::text[], $2::bigint[], $3::text[], $4::numeric[], $5::bigint[]," \
 "  $6::numeric[], $7::bigint[], $8::bigint[], $9::bigint[], $10::numeric[]," \
@@ -494,22 +357,18 @@ QUOTE_FROM
 static SPIPlanPtr quote_plan = NULL;
 static SPIPlanPtr quote_update_plan = NULL;
 
-/* run one of the quote statements over the array literals in cols */
+/* run one of the quote statements over the typed arrays of cols */
 static uint64
-run_quotes(const char *sql, SPIPlanPtr *plan, StringInfo cols, int expect)
+run_quotes(const char *sql, SPIPlanPtr *plan, TickerQuoteCols * cols, int expect)
 {
-	Oid			argtypes[NQCOLS];
-	Datum		values[NQCOLS];
+	Oid			argtypes[TICKER_QUOTE_COLS];
+	Datum		values[TICKER_QUOTE_COLS];
 	int			rc;
 
-	for (int i = 0; i < NQCOLS; i++)
-	{
-		argtypes[i] = TEXTOID;
-		values[i] = CStringGetTextDatum(cols[i].data);
-	}
+	ticker_quote_params(cols, argtypes, values);
 	if (*plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare(sql, NQCOLS, argtypes);
+		SPIPlanPtr	p = SPI_prepare(sql, TICKER_QUOTE_COLS, argtypes);
 
 		if (p == NULL)
 			elog(ERROR, "could not prepare the ticker's quote statement: %s",
@@ -521,76 +380,6 @@ run_quotes(const char *sql, SPIPlanPtr *plan, StringInfo cols, int expect)
 	if (rc != expect)
 		elog(ERROR, "the ticker's quote statement failed: %s", SPI_result_code_string(rc));
 	return SPI_processed;
-}
-
-/* add one quote's values to the array literals */
-static void
-append_quote(StringInfo cols, const TickerEntry *e, const TickerTick *t, bool first)
-{
-	bool		q = t->mode != TM_LTP;
-	bool		tq = q && t->tradable;
-	bool		full = t->mode == TM_FULL;
-	char		buf[24];
-	StringInfoData ts;
-
-#define SEP(i) do { if (!first) appendStringInfoChar(&cols[i], ','); } while (0)
-	for (int i = 0; i < NQCOLS; i++)
-		SEP(i);
-	append_elem_text(&cols[0], e->instrument);
-	appendStringInfo(&cols[1], "%u", t->token);
-	appendStringInfoString(&cols[2], ticker_mode_names[t->mode]);
-	appendStringInfoString(&cols[3], ticker_price_text(t->last_price, t->decimals, buf));
-	if (tq)
-	{
-		appendStringInfo(&cols[4], "%u", t->last_quantity);
-		appendStringInfoString(&cols[5], ticker_price_text(t->average_price, t->decimals, buf));
-		appendStringInfo(&cols[6], "%u", t->volume);
-		appendStringInfo(&cols[7], "%u", t->buy_quantity);
-		appendStringInfo(&cols[8], "%u", t->sell_quantity);
-	}
-	else
-		for (int i = 4; i <= 8; i++)
-			appendStringInfoString(&cols[i], "NULL");
-	if (q)
-	{
-		appendStringInfoString(&cols[9], ticker_price_text(t->open, t->decimals, buf));
-		appendStringInfoString(&cols[10], ticker_price_text(t->high, t->decimals, buf));
-		appendStringInfoString(&cols[11], ticker_price_text(t->low, t->decimals, buf));
-		appendStringInfoString(&cols[12], ticker_price_text(t->close, t->decimals, buf));
-	}
-	else
-		for (int i = 9; i <= 12; i++)
-			appendStringInfoString(&cols[i], "NULL");
-	initStringInfo(&ts);
-	if (full && t->tradable)
-	{
-		appendStringInfo(&cols[13], "%u", t->oi);
-		if (t->last_trade_time)
-		{
-			append_epoch(&ts, t->last_trade_time);
-			append_elem_text(&cols[14], ts.data);
-		}
-		else
-			appendStringInfoString(&cols[14], "NULL");
-	}
-	else
-	{
-		appendStringInfoString(&cols[13], "NULL");
-		appendStringInfoString(&cols[14], "NULL");
-	}
-	resetStringInfo(&ts);
-	if (full && t->exchange_time)
-	{
-		append_epoch(&ts, t->exchange_time);
-		append_elem_text(&cols[15], ts.data);
-	}
-	else
-		appendStringInfoString(&cols[15], "NULL");
-	resetStringInfo(&ts);
-	append_ts(&ts, t->received_us);
-	append_elem_text(&cols[16], ts.data);
-	pfree(ts.data);
-#undef SEP
 }
 
 typedef struct FlushArgs
@@ -620,12 +409,14 @@ static void
 flush_body(void *arg)
 {
 	FlushArgs  *a = (FlushArgs *) arg;
+	int			rows = 0;
 
 	safe_path();
 	async_commit();
 
-	/* ticks: the partitions of their days, then one COPY */
+	/* ticks: the partitions of their days, then one binary COPY */
 	resetStringInfo(&copy_data);
+	ticker_copy_header(&copy_data);
 	for (int i = a->from; i < a->to; i++)
 	{
 		const TickerTick *t = &tick_buf[i];
@@ -639,9 +430,11 @@ flush_body(void *arg)
 			continue;
 		}
 		ensure_partition(t->received_us);	/* a cache lookup, mostly */
-		append_tick_row(&copy_data, t);
+		ticker_copy_row(&copy_data, t);
+		rows++;
 	}
-	if (copy_data.len > 0)
+	ticker_copy_trailer(&copy_data);
+	if (rows > 0)
 	{
 		int64		t0 = trading_monotonic_us();
 
@@ -770,50 +563,35 @@ static void
 quotes_body(void *arg)
 {
 	QuoteArgs  *a = (QuoteArgs *) arg;
-	StringInfoData cols[NQCOLS];	/* known quote rows */
-	StringInfoData newcols[NQCOLS]; /* first quotes */
-	int			nq = 0,
-				nnew = 0;
+	TickerQuoteCols cols;		/* known quote rows */
+	TickerQuoteCols newcols;	/* first quotes */
 	int64		t0;
 
 	safe_path();
 	async_commit();
-	for (int i = 0; i < NQCOLS; i++)
-	{
-		initStringInfo(&cols[i]);
-		appendStringInfoChar(&cols[i], '{');
-		initStringInfo(&newcols[i]);
-		appendStringInfoChar(&newcols[i], '{');
-	}
+	ticker_quote_init(&cols, a->to - a->from);
+	ticker_quote_init(&newcols, a->to - a->from);
 	for (int i = a->from; i < a->to; i++)
 	{
 		TickerEntry *e = hash_search(a->entries, &dirty[i].token, HASH_FIND, NULL);
 
 		if (e == NULL || !e->quote_dirty)
 			continue;			/* unwatched meanwhile, or listed twice */
-		if (e->quoted)
-			append_quote(cols, e, &e->latest, nq++ == 0);
-		else
-			append_quote(newcols, e, &e->latest, nnew++ == 0);
-	}
-	for (int i = 0; i < NQCOLS; i++)
-	{
-		appendStringInfoChar(&cols[i], '}');
-		appendStringInfoChar(&newcols[i], '}');
+		ticker_quote_add(e->quoted ? &cols : &newcols, e->instrument, &e->latest);
 	}
 	t0 = trading_monotonic_us();
-	if (nq > 0)
+	if (cols.n > 0)
 	{
-		uint64		n = run_quotes(quote_update_sql, &quote_update_plan, cols,
+		uint64		n = run_quotes(quote_update_sql, &quote_update_plan, &cols,
 								   SPI_OK_UPDATE);
 
 		a->quotes += n;
 		/* a row went away meanwhile (DELETE, the poller): upsert them all */
-		if (n < (uint64) nq)
-			(void) run_quotes(quote_sql, &quote_plan, cols, SPI_OK_INSERT);
+		if (n < (uint64) cols.n)
+			(void) run_quotes(quote_sql, &quote_plan, &cols, SPI_OK_INSERT);
 	}
-	if (nnew > 0)
-		a->quotes += run_quotes(quote_sql, &quote_plan, newcols, SPI_OK_INSERT);
+	if (newcols.n > 0)
+		a->quotes += run_quotes(quote_sql, &quote_plan, &newcols, SPI_OK_INSERT);
 	a->quotes_us = trading_monotonic_us() - t0;
 }
 
