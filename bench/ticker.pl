@@ -22,6 +22,7 @@ use TickerTest;
 use Time::HiRes qw(time sleep);
 
 my $secs = $ENV{BENCH_SECONDS} // 120;
+my $flush_ms = $ENV{BENCH_FLUSH_MS} // 25;    # trading.ticker_flush_interval (its default)
 my $n = 9000;
 my $pb = TickerTest::broker(tick => 1000, synthetic => $n,
 	ws => [ '--ws-tick-ms', 1000, '--ws-heartbeat-ms', 1000 ]);
@@ -30,7 +31,7 @@ track_commit_timestamp = on
 shared_buffers = 512MB
 max_wal_size = 4GB
 synchronous_commit = on
-trading.ticker_flush_interval = '50ms'
+trading.ticker_flush_interval = '${flush_ms}ms'
 trading.ticker_ping_interval = '2500ms'
 trading.ticker_pong_timeout = '5s'
 trading.ticker_data_timeout = '10s'

@@ -17,7 +17,7 @@
  *
  * Subscriptions: the watchlist (trading.ticker_watchlist) is loaded when
  * its trigger bumps config_gen and sets this worker's latch (the loop sees
- * it within one 20 ms service round), and every 5 s as a safety net.  Each
+ * it within one 10 ms service round), and every 5 s as a safety net.  Each
  * token stays on the connection it was given; a new token goes to the
  * least loaded connection with room (at most 3000 each, at most 3
  * connections).  Differences are sent to the live connections as
@@ -82,7 +82,7 @@ static const char *const conn_state_names[] = {
 static bool ticker_worker_enabled = true;
 static bool ticker_enabled = true;
 char	   *ticker_url = NULL;
-int			ticker_flush_interval_ms = 50;
+int			ticker_flush_interval_ms = 25;
 int			ticker_quote_interval_ms = 100;
 int			ticker_retention_days = 30;
 static int	ticker_ping_interval_ms = 2500;
@@ -117,7 +117,7 @@ ticker_init(void)
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("trading.ticker_flush_interval",
 							"Longest time a tick waits in the ticker's buffer before it is written.",
-							NULL, &ticker_flush_interval_ms, 50, 1, 10000,
+							NULL, &ticker_flush_interval_ms, 25, 1, 10000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("trading.ticker_quote_interval",
 							"Time the latest ticks gather before they are written to trading.quotes.",
@@ -912,7 +912,7 @@ ticker_worker_main(Datum main_arg)
 		manage_connections(may_connect);
 
 		/*
-		 * The library's loop: returns within 20 ms; then, while frames keep
+		 * The library's loop: returns within 10 ms; then, while frames keep
 		 * coming, more rounds without waiting until a flush is due (a full
 		 * slice, or the oldest tick waited the flush interval), so that a
 		 * backlog is read in large batches.
@@ -921,7 +921,7 @@ ticker_worker_main(Datum main_arg)
 			int64		start = trading_monotonic_us();
 			uint64		before = received_events;
 
-			ticker_ws_service(true);	/* waits up to 20 ms */
+			ticker_ws_service(true);	/* waits up to 10 ms */
 			while (received_events != before && !flush_due() &&
 				   trading_monotonic_us() - start < (int64) ticker_flush_interval_ms * 1000)
 			{

@@ -204,12 +204,12 @@ typedef struct TickerQuoteCols
 	int			cap;
 	Datum	   *vals[TICKER_QUOTE_COLS];
 	bool	   *nulls[TICKER_QUOTE_COLS];
-}			TickerQuoteCols;
+} TickerQuoteCols;
 
-extern void ticker_quote_init(TickerQuoteCols * c, int cap);
-extern void ticker_quote_add(TickerQuoteCols * c, const char *instrument,
+extern void ticker_quote_init(TickerQuoteCols *c, int cap);
+extern void ticker_quote_add(TickerQuoteCols *c, const char *instrument,
 							 const TickerTick *t);
-extern void ticker_quote_params(TickerQuoteCols * c, Oid *argtypes, Datum *values);
+extern void ticker_quote_params(TickerQuoteCols *c, Oid *argtypes, Datum *values);
 
 /* ---- ticker_store.c ---- */
 
@@ -231,7 +231,7 @@ typedef struct TickerEntry
 
 /* ticks per transaction (a slice), quotes per transaction */
 #define TICKER_FLUSH_SLICE		2000
-#define TICKER_QUOTE_SLICE		3000
+#define TICKER_QUOTE_SLICE		1000
 
 extern void ticker_store_init(void);
 extern bool ticker_load_watchlist(HTAB *entries, int *count);

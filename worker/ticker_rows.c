@@ -256,7 +256,7 @@ static const Oid quote_elem[TICKER_QUOTE_COLS] = {
 };
 
 void
-ticker_quote_init(TickerQuoteCols * c, int cap)
+ticker_quote_init(TickerQuoteCols *c, int cap)
 {
 	c->n = 0;
 	c->cap = Max(cap, 1);
@@ -268,14 +268,14 @@ ticker_quote_init(TickerQuoteCols * c, int cap)
 }
 
 static void
-set(TickerQuoteCols * c, int col, Datum v)
+set(TickerQuoteCols *c, int col, Datum v)
 {
 	c->vals[col][c->n] = v;
 	c->nulls[col][c->n] = false;
 }
 
 static void
-set_null(TickerQuoteCols * c, int col)
+set_null(TickerQuoteCols *c, int col)
 {
 	c->vals[col][c->n] = (Datum) 0;
 	c->nulls[col][c->n] = true;
@@ -289,7 +289,7 @@ price(uint32 v, int decimals)
 
 /* one instrument's latest tick (cap must leave room) */
 void
-ticker_quote_add(TickerQuoteCols * c, const char *instrument, const TickerTick *t)
+ticker_quote_add(TickerQuoteCols *c, const char *instrument, const TickerTick *t)
 {
 	bool		q = t->mode != TM_LTP;
 	bool		tq = q && t->tradable;
@@ -339,7 +339,7 @@ ticker_quote_add(TickerQuoteCols * c, const char *instrument, const TickerTick *
 
 /* the columns as array parameters: argtypes[] and values[] */
 void
-ticker_quote_params(TickerQuoteCols * c, Oid *argtypes, Datum *values)
+ticker_quote_params(TickerQuoteCols *c, Oid *argtypes, Datum *values)
 {
 	for (int i = 0; i < TICKER_QUOTE_COLS; i++)
 	{

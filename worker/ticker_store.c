@@ -74,8 +74,8 @@ typedef struct DirtyQuote
 {
 	uint32		token;
 	int64		since_us;		/* monotonic, when it became dirty */
-}			DirtyQuote;
-static DirtyQuote * dirty;
+} DirtyQuote;
+static DirtyQuote *dirty;
 static int	dirty_head,
 			dirty_tail,
 			dirty_cap;
@@ -359,7 +359,7 @@ static SPIPlanPtr quote_update_plan = NULL;
 
 /* run one of the quote statements over the typed arrays of cols */
 static uint64
-run_quotes(const char *sql, SPIPlanPtr *plan, TickerQuoteCols * cols, int expect)
+run_quotes(const char *sql, SPIPlanPtr *plan, TickerQuoteCols *cols, int expect)
 {
 	Oid			argtypes[TICKER_QUOTE_COLS];
 	Datum		values[TICKER_QUOTE_COLS];
@@ -557,7 +557,7 @@ typedef struct QuoteArgs
 				to;				/* the slice dirty[from..to) */
 	uint64		quotes;
 	int64		quotes_us;
-}			QuoteArgs;
+} QuoteArgs;
 
 static void
 quotes_body(void *arg)

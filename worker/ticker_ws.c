@@ -8,7 +8,7 @@
  *	  messages between the library and ticker.c:
  *
  *	  - ticker_ws_service() runs the library's event loop once; a timer
- *	    every 20 ms makes it return, so the worker's loop keeps its
+ *	    every 10 ms makes it return, so the worker's loop keeps its
  *	    deadlines, latch and interrupts;
  *	  - outgoing text messages and pings wait in a per-connection queue
  *	    until the socket is writable (one write per writable callback);
@@ -33,7 +33,7 @@
 #include <libwebsockets.h>
 
 #define MAX_MESSAGE		(8 * 1024 * 1024)
-#define TIMER_US		(20 * LWS_US_PER_MS)
+#define TIMER_US		(10 * LWS_US_PER_MS)
 
 typedef struct OutMsg
 {
@@ -267,7 +267,7 @@ ticker_ws_shutdown(void)
 	ctx = NULL;
 }
 
-/* one round of the library's loop; wait: up to the next timer (20 ms) */
+/* one round of the library's loop; wait: up to the next timer (10 ms) */
 void
 ticker_ws_service(bool wait)
 {
