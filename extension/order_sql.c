@@ -130,63 +130,17 @@ order_sender_wake(void)
  * Wake on commit
  * ---------------------------------------------------------------------
  */
-static bool callbacks_registered = false;
-static int	wake_level = 0;		/* 0: no wake-up wanted; else the outermost
-								 * nest level that asked */
-
-static void
-order_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_level > 0)
-				order_sender_wake();
-			wake_level = 0;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:	/* woken again at COMMIT PREPARED? no: */
-			wake_level = 0;		/* the sender's periodic scan finds it */
-			break;
-		default:
-			break;
-	}
-}
-
-static void
-order_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-					   SubTransactionId parentSubid, void *arg)
-{
-	int			level = GetCurrentTransactionNestLevel();
-
-	if (wake_level == 0)
-		return;
-	if (event == SUBXACT_EVENT_ABORT_SUB && wake_level >= level)
-		wake_level = 0;			/* only rows of the aborted savepoint asked */
-	else if (event == SUBXACT_EVENT_COMMIT_SUB && wake_level >= level)
-		wake_level = level - 1; /* the rows now belong to the parent */
-}
-
 Datum
 order_requests_wake(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
-	int			level = GetCurrentTransactionNestLevel();
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("trading._order_wake() must be called as a trigger")));
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(order_xact_callback, NULL);
-		RegisterSubXactCallback(order_subxact_callback, NULL);
-		callbacks_registered = true;
-	}
-	if (wake_level == 0 || level < wake_level)
-		wake_level = level;
+	/* not for a rolled-back savepoint; a PREPAREd one is found by the scan */
+	trading_at_commit(order_sender_wake);
 	return PointerGetDatum(td->tg_trigtuple);
 }
 
