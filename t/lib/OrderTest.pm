@@ -14,6 +14,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use TradingTest;
 use PaperBroker;
+use WorkerTest;
 use IPC::Run;
 use Time::HiRes ();
 
@@ -23,12 +24,7 @@ sub setup
 	my $b = PaperBroker->start(args => [ '--cash', 1e12, @{ $o{broker_args} // [] } ],
 		ratelimit => $o{ratelimit});
 	my $url = $b->url;
-	my $node = TradingTest::node($name, init => $o{init}, conf => qq{
-trading.key_command = 'echo 1:} . ('5a' x 32) . qq{'
-trading.broker_url = '$url'
-trading.broker_timeout = '2s'
-trading.broker_connect_timeout = '1s'
-trading.broker_max_backoff = '2s'
+	my $node = TradingTest::node($name, init => $o{init}, conf => WorkerTest::broker_conf($url) . qq{
 trading.order_timeout = '1s'
 trading.order_settle = '300ms'
 } . ($o{conf} // ''));

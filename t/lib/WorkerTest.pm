@@ -29,16 +29,24 @@ sub node
 {
 	my ($name, $broker, %o) = @_;
 	my $url = $o{url} // ($broker ? $broker->url : 'http://127.0.0.1:9');
-	my $node = TradingTest::node($name, %o, conf => qq{
+	my $node = TradingTest::node($name, %o, conf => broker_conf($url) . ($o{conf} // ''));
+	return $node if $o{no_start} || (defined $o{create_extension} && !$o{create_extension});
+	setup_roles($node);
+	return $node;
+}
+
+# postgresql.conf lines for a node that talks to the broker at $url: the
+# test server key and short timeouts
+sub broker_conf
+{
+	my ($url) = @_;
+	return qq{
 trading.key_command = '$KEY_COMMAND'
 trading.broker_url = '$url'
 trading.broker_timeout = '2s'
 trading.broker_connect_timeout = '1s'
 trading.broker_max_backoff = '2s'
-} . ($o{conf} // ''));
-	return $node if $o{no_start} || (defined $o{create_extension} && !$o{create_extension});
-	setup_roles($node);
-	return $node;
+};
 }
 
 sub setup_roles
