@@ -173,31 +173,31 @@ def haproxy_stat(path):
     return out
 
 
-class Writer(threading.Thread):
-    """Inserts numbered rows through a DSN, one autocommit INSERT each,
-    reconnecting after any error; records each acknowledged number and when."""
+class _Client(threading.Thread):
+    """A client that runs step(cursor) through a DSN every `pause` seconds
+    (autocommit), reconnecting after any error; errors are recorded as
+    (monotonic time, first line of the message)."""
 
-    def __init__(self, dsn, table, start=1, pause=0.02):
+    def __init__(self, dsn, pause):
         super().__init__(daemon=True)
-        self.dsn, self.table, self.n, self.pause = dsn, table, start, pause
-        self.acked = []          # (n, monotonic time)
-        self.errors = []         # (monotonic time, message)
+        self.dsn, self.pause = dsn, pause
+        self.errors = []
         self.stop = threading.Event()
+
+    def step(self, cur):
+        raise NotImplementedError
 
     def run(self):
         conn = None
         while not self.stop.is_set():
-            n = self.n
-            self.n += 1
             try:
                 if conn is None:
                     conn = psycopg2.connect(self.dsn, connect_timeout=3)
                     conn.autocommit = True
                 with conn.cursor() as cur:
-                    cur.execute('INSERT INTO %s (n) VALUES (%%s)' % self.table, (n,))
-                self.acked.append((n, time.monotonic()))
+                    self.step(cur)
             except psycopg2.Error as e:
-                self.errors.append((time.monotonic(), str(e).strip().splitlines()[0] if str(e) else type(e).__name__))
+                self.errors.append((time.monotonic(), str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
                 try:
                     if conn is not None:
                         conn.close()
@@ -209,6 +209,22 @@ class Writer(threading.Thread):
             time.sleep(self.pause)
         if conn is not None:
             conn.close()
+
+
+class Writer(_Client):
+    """Inserts numbered rows through a DSN, one autocommit INSERT each,
+    reconnecting after any error; records each acknowledged number and when."""
+
+    def __init__(self, dsn, table, start=1, pause=0.02):
+        super().__init__(dsn, pause)
+        self.table, self.n = table, start
+        self.acked = []          # (n, monotonic time)
+
+    def step(self, cur):
+        n = self.n
+        self.n += 1
+        cur.execute('INSERT INTO %s (n) VALUES (%%s)' % self.table, (n,))
+        self.acked.append((n, time.monotonic()))
 
     def gap_after(self, t):
         """Seconds from t to the first acknowledgement after it (None if none)."""
@@ -240,42 +256,20 @@ def wait_failover(layout, writer, killed, timeout=120):
     return False
 
 
-class OrderPlacer(threading.Thread):
+class OrderPlacer(_Client):
     """Queues an order every `pause` seconds through a DSN with
     trading.place_order, reconnecting after any error; records the request
     id of every acknowledged (committed) call."""
 
     def __init__(self, dsn, pause=0.1, strategy='ha'):
-        super().__init__(daemon=True)
-        self.dsn, self.pause, self.strategy = dsn, pause, strategy
+        super().__init__(dsn, pause)
+        self.strategy = strategy
         self.acked = []
-        self.errors = []
-        self.stop = threading.Event()
 
-    def run(self):
-        conn = None
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    conn = psycopg2.connect(self.dsn, connect_timeout=3)
-                    conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute("SELECT trading.place_order('NSE', 'INFY', 'BUY', 1, strategy => %s)",
-                                (self.strategy,))
-                    self.acked.append(cur.fetchone()[0])
-            except psycopg2.Error as e:
-                self.errors.append(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
-                try:
-                    if conn is not None:
-                        conn.close()
-                except psycopg2.Error:
-                    pass
-                conn = None
-                time.sleep(0.1)
-                continue
-            time.sleep(self.pause)
-        if conn is not None:
-            conn.close()
+    def step(self, cur):
+        cur.execute("SELECT trading.place_order('NSE', 'INFY', 'BUY', 1, strategy => %s)",
+                    (self.strategy,))
+        self.acked.append(cur.fetchone()[0])
 
 
 class PaperBroker:
