@@ -125,7 +125,11 @@ for my $tick_ms (@ramp)
 		$tick_ms, $off, $st, $lag));
 	$best = $st if $st > $best;
 }
-diag('ramp: the broker drops a reader that falls 4 MB behind; losses are expected past the worker\'s capacity');
+diag('ramp: the broker drops a reader that falls 4 MB behind, the worker drops the oldest ticks of a '
+	  . 'full buffer; losses are expected past the worker\'s capacity: slow readers dropped by the broker '
+	  . ws()->{dropped_slow_total} . ', ticks dropped by the worker '
+	  . q1('SELECT ticks_dropped FROM trading.ticker_stats'))
+  if @ramp;
 
 # ---- baseline: psql \copy of the same rows ----
 my $dir = $node->basedir;

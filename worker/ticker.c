@@ -94,6 +94,7 @@ static int	ticker_reconnect_max_ms = 60000;
 
 #define RELOAD_EVERY_US		(5 * 1000000)
 #define RETENTION_EVERY_US	((int64) 3600 * 1000000)
+#define READ_DRAIN_US		5000
 
 /* ---------------------------------------------------------------------
  * Module entry points
@@ -915,15 +916,20 @@ ticker_worker_main(Datum main_arg)
 		 * The library's loop: returns within 10 ms; then, while frames keep
 		 * coming, more rounds without waiting until a flush is due (a full
 		 * slice, or the oldest tick waited the flush interval), so that a
-		 * backlog is read in large batches.
+		 * backlog is read in large batches.  Whatever has arrived is read
+		 * before each slice is written (for at most READ_DRAIN_US), so that
+		 * the broker sees a reader that keeps up even while the database
+		 * lags.
 		 */
 		{
 			int64		start = trading_monotonic_us();
 			uint64		before = received_events;
 
 			ticker_ws_service(true);	/* waits up to 10 ms */
-			while (received_events != before && !flush_due() &&
-				   trading_monotonic_us() - start < (int64) ticker_flush_interval_ms * 1000)
+			while (received_events != before &&
+				   trading_monotonic_us() - start <
+				   (flush_due() ? READ_DRAIN_US :
+					(int64) ticker_flush_interval_ms * 1000))
 			{
 				before = received_events;
 				ticker_ws_service(false);

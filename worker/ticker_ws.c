@@ -244,6 +244,8 @@ ticker_ws_init(void)
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = protocols;
 	info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	/* read up to 64 kB per connection per round (the default is 4 kB) */
+	info.pt_serv_buf_size = 65536;
 	if (broker_ca_file && broker_ca_file[0])
 		info.client_ssl_ca_filepath = broker_ca_file;
 	ctx = lws_create_context(&info);
