@@ -319,6 +319,33 @@ cmp_ok(($quotes1 - $quotes0) * 2, '<', $ticks1 - $ticks0,
 $node->append_conf('postgresql.conf', "trading.ticker_quote_interval = '100ms'");
 $node->reload;
 
+# a failing quote write holds up no tick, is retried a second later, and
+# the quotes catch up once writes succeed again
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION public.refuse_quote() RETURNS trigger LANGUAGE plpgsql
+	AS $$ BEGIN RAISE EXCEPTION 'quotes refused by the test'; END $$;
+	CREATE TRIGGER refuse_quote BEFORE INSERT OR UPDATE ON trading.quotes
+	FOR EACH ROW EXECUTE FUNCTION public.refuse_quote();
+});
+my $err_sql = q{SELECT ticks_stored, flush_errors FROM trading.ticker_stats};
+my ($stored0, $errors0) = split /\|/, $node->safe_psql('postgres', $err_sql);
+sleep 3;
+my ($stored1, $errors1) = split /\|/, $node->safe_psql('postgres', $err_sql);
+note("while quote writes fail: " . ($stored1 - $stored0) . " ticks stored, "
+	  . ($errors1 - $errors0) . " failed writes");
+cmp_ok($errors1 - $errors0, '>', 0, 'quote writes fail (counted in flush_errors)');
+cmp_ok($errors1 - $errors0, '<=', 5, 'a failed quote write is retried after a second, not at once');
+cmp_ok($stored1 - $stored0, '>', 0, 'ticks are stored while quote writes fail');
+$node->safe_psql('postgres', q{DROP TRIGGER refuse_quote ON trading.quotes;
+	DROP FUNCTION public.refuse_quote()});
+# (a write still failing now is retried within a second)
+sleep 2;
+my $refused_writes = $node->safe_psql('postgres', 'SELECT flush_errors FROM trading.ticker_stats');
+$b->admin(POST => '/admin/price', instrument => 'NSE:INFY', price => 1555.55);
+ok(TickerTest::wait_for($node, q{
+	SELECT last_price = 1555.55 FROM trading.quotes WHERE instrument = 'NSE:INFY'}, 10),
+	'quotes catch up once writes succeed again');
+
 # status
 my $st = $node->safe_psql('postgres', q{
 	SELECT worker_state, state, subscriptions, ticks_per_second > 0, pings_total > 0,
@@ -383,7 +410,7 @@ is($node->safe_psql('postgres', q{
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 like($err, qr/22023/, 'a retention below one day is refused (22023)');
 is($node->safe_psql('postgres', q{SELECT ticks_dropped || ' ' || flush_errors FROM trading.ticker_stats}),
-	'0 0', 'nothing dropped, no failed flush');
+	"0 $refused_writes", 'nothing dropped, no failed flush but the refused quote writes');
 
 # ---------------------------------------------------------------------
 # 6. standby: no ticker, no connection

@@ -24,8 +24,10 @@
  *
  *	  The tick buffer is allocated once (TICK_BUFFER ticks); decoding
  *	  appends to it from inside the WebSocket callbacks without allocating.
- *	  A flush that fails keeps the buffer and is retried; only when the
- *	  buffer is full are the oldest ticks dropped (counted).  A written
+ *	  A flush that fails keeps the buffer and is retried a second later;
+ *	  only when the buffer is full are the oldest ticks dropped (counted).
+ *	  A quote write that fails is retried a second later too, and holds up
+ *	  no tick.  A written
  *	  tick becomes its instrument's latest (TickerEntry.latest) and the
  *	  instrument joins the queue of quotes to write, once however many
  *	  ticks it gets before its quote is written: ticks never wait for
@@ -79,6 +81,11 @@ static DirtyQuote *dirty;
 static int	dirty_head,
 			dirty_tail,
 			dirty_cap;
+
+/* after a failed write, the next attempt of its kind waits (monotonic) */
+#define RETRY_DELAY_US	1000000
+static int64 ticks_retry_at;
+static int64 quotes_retry_at;
 static int64 known_days[4];		/* IST days whose partition exists */
 static int	nknown_days;
 
@@ -527,13 +534,14 @@ ticker_flush(HTAB *entries)
 {
 	FlushArgs	a = {entries, head, Min(nticks, head + TICKER_FLUSH_SLICE), 0, 0, 0};
 
-	if (nticks == head)
+	if (nticks == head || trading_monotonic_us() < ticks_retry_at)
 		return;
 	pg_atomic_fetch_add_u64(&tk_shared->flushes, 1);
 	if (!run_write("trading ticker: writing ticks", flush_body, &a,
 				   a.to - a.from, "ticks"))
 	{
 		nknown_days = 0;		/* a partition may have been dropped */
+		ticks_retry_at = trading_monotonic_us() + RETRY_DELAY_US;
 		return;
 	}
 	record_latency(a.from, a.to);
@@ -602,7 +610,7 @@ quotes_body(void *arg)
 bool
 ticker_quotes_due(void)
 {
-	return dirty_head < dirty_tail &&
+	return dirty_head < dirty_tail && trading_monotonic_us() >= quotes_retry_at &&
 		trading_monotonic_us() - dirty[dirty_head].since_us >=
 		(int64) ticker_quote_interval_ms * 1000;
 }
@@ -624,6 +632,7 @@ ticker_write_quotes(HTAB *entries)
 	if (!run_write("trading ticker: writing quotes", quotes_body, &a,
 				   a.to - a.from, "quotes"))
 	{
+		quotes_retry_at = trading_monotonic_us() + RETRY_DELAY_US;
 		if (quote_plan)
 		{
 			SPI_freeplan(quote_plan);
