@@ -13,7 +13,12 @@ use Test::More;
 use PaperBroker;
 use OrderTest;
 
-my ($node, $b) = OrderTest::setup('orders');
+# the broker's instruments plus one whose tradingsymbol needs escaping
+my $csv = PostgreSQL::Test::Utils::tempdir() . '/instruments.csv';
+PostgreSQL::Test::Utils::append_to_file($csv,
+	slurp_file("$FindBin::RealBin/../broker/data/instruments.csv")
+	  . "519937,2031,M&M,MAHINDRA & MAHINDRA,0.0,,0.0,0.05,1,EQ,NSE,NSE\n");
+my ($node, $b) = OrderTest::setup('orders', broker_args => [ '--instruments', $csv ]);
 my $T = "SET ROLE regress_trader;";
 
 sub sq { return $node->safe_psql('postgres', $_[0]); }
@@ -168,6 +173,33 @@ ok($node->poll_query_until('postgres',
 	"SELECT count(*) = 1 FROM trading.adopted_orders WHERE tag = 'TR999999' AND order_id = '$alien'"),
 	'adopted');
 is(sq("SELECT state FROM trading.order_book WHERE tag = 'TR999999'"), 'adopted', 'visible in the order book');
+
+# ---- the form body: tradingsymbols with '&' and '-' reach the broker intact ----
+sq("INSERT INTO trading.instruments (instrument_token, tradingsymbol, exchange, tick_size, lot_size, segment)
+	VALUES (519937, 'M&M', 'NSE', 0.05, 1, 'NSE'), (3813889, 'CENTRALBK-BE', 'NSE', 0.05, 1, 'NSE')");
+my $mm = sq("$T SELECT trading.place_order('NSE', 'M&M', 'BUY', 2)");
+my $ba = sq("$T SELECT trading.place_order('NSE', 'CENTRALBK-BE', 'SELL', 1, 'LIMIT', price => 9000.05)");
+OrderTest::wait_final($node, 30);
+is(sq("SELECT string_agg(state, ',' ORDER BY id) FROM trading.order_requests WHERE id IN ($mm, $ba)"),
+	'placed,placed', 'orders for M&M and CENTRALBK-BE placed');
+my $mmo = $b->order(sq("SELECT order_id FROM trading.order_requests WHERE id = $mm"));
+my $bao = $b->order(sq("SELECT order_id FROM trading.order_requests WHERE id = $ba"));
+is("$mmo->{tradingsymbol} $mmo->{quantity} $mmo->{tag}", "M&M 2 TR$mm", 'the broker got M&M, its quantity and tag');
+is("$bao->{tradingsymbol} $bao->{price} $bao->{order_type}", 'CENTRALBK-BE 9000.05 LIMIT',
+	'the broker got CENTRALBK-BE at its limit price');
+
+# ---- not sent before valid_until: expired, never sent later ----
+sq('SELECT trading.clear_broker_session()');
+my $ex = sq("$T SELECT trading.place_order('NSE', 'INFY', 'BUY', 1, valid_until => clock_timestamp() + interval '1 second')");
+ok($node->poll_query_until('postgres', "SELECT state = 'expired' FROM trading.order_requests WHERE id = $ex"),
+	'a request not sent before its valid_until expires');
+like(sq("SELECT state_reason FROM trading.order_requests WHERE id = $ex"), qr/not sent before valid_until/,
+	'with its reason');
+sq("SELECT trading.set_broker_session('$PaperBroker::API_KEY', '$PaperBroker::TOKEN')");
+my $after = sq("$T SELECT trading.place_order('NSE', 'INFY', 'BUY', 1)");
+ok($node->poll_query_until('postgres', "SELECT state = 'placed' FROM trading.order_requests WHERE id = $after"),
+	'the sender sends again once it has a session');
+is(scalar @{ OrderTest::broker_tags($b)->{"TR$ex"} // [] }, 0, 'the expired request never reached the broker');
 
 # ---- the whole book agrees ----
 is_deeply([ OrderTest::audit($node, $b) ], [], 'requests and the broker order book agree one to one');

@@ -290,12 +290,47 @@ collect(int slot, CURLcode code, OrderReply *r)
 	s->len = 0;
 }
 
+/*
+ * Let libcurl send what was just started, before anything else the loop
+ * does (the watchdog's transaction must not sit between a claim and its
+ * request leaving).
+ */
+void
+order_http_kick(void)
+{
+	int			running = 0;
+
+	curl_multi_perform(multi, &running);
+}
+
+/* the finished transfers, appended to out[*n] */
+static void
+collect_done(OrderReply *out, int *n)
+{
+	CURLMsg    *msg;
+	int			queued;
+
+	while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
+	{
+		intptr_t	slot = 0;
+		OrderSlot  *s;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &slot);
+		s = &slots[slot];
+		collect((int) slot, msg->data.result, &out[(*n)++]);
+		curl_multi_remove_handle(multi, s->easy);
+		curl_slist_free_all(s->headers);	/* it held the token */
+		s->headers = NULL;
+		s->busy = false;
+	}
+}
+
 OrderReply *
 order_http_wait(long timeout_ms, int *n, bool *latch_set)
 {
 	int			running = 0;
-	int			queued;
-	CURLMsg    *msg;
 	OrderReply *out = palloc(sizeof(OrderReply) * Max(nslots, 1));
 	fd_set		rfd,
 				wfd,
@@ -307,6 +342,10 @@ order_http_wait(long timeout_ms, int *n, bool *latch_set)
 
 	*n = 0;
 	curl_multi_perform(multi, &running);
+	/* a transfer may finish right here (order_http_kick sent it): no wait */
+	collect_done(out, n);
+	if (*n > 0)
+		timeout_ms = 0;
 
 	FD_ZERO(&rfd);
 	FD_ZERO(&wfd);
@@ -342,21 +381,6 @@ order_http_wait(long timeout_ms, int *n, bool *latch_set)
 	*latch_set = MyLatch->is_set;
 	if (running > 0)
 		curl_multi_perform(multi, &running);
-
-	while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
-	{
-		intptr_t	slot = 0;
-		OrderSlot  *s;
-
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &slot);
-		s = &slots[slot];
-		collect((int) slot, msg->data.result, &out[(*n)++]);
-		curl_multi_remove_handle(multi, s->easy);
-		curl_slist_free_all(s->headers);	/* it held the token */
-		s->headers = NULL;
-		s->busy = false;
-	}
+	collect_done(out, n);
 	return out;
 }

@@ -16,14 +16,16 @@
  * and adopted as placed if found, sent only if absent.
  *
  * One iteration of the loop:
- *	 1. dispatch: in one transaction, expire what is past valid_until, take
- *		the oldest due requests, ask the rate limiter for each (placements:
+ *	 1. dispatch: in one transaction, take the oldest due requests, ask
+ *		the rate limiter for each (placements:
  *		kite.orders, the rest kite.api; a refusal leaves it pending and
  *		sets a timer), check each again (_order_claim) and mark it
- *		'sending'.  Commit.  Only then start the HTTP requests.
+ *		'sending' (or 'expired' past valid_until).  Commit.  Only then start
+ *		the HTTP requests.
  *	 2. reconcile: when a request has been 'unknown' or 'verifying' for the
  *		settling time, fetch GET /orders (kite.api) and settle it by its tag.
- *	 3. watchdog, once a second: heartbeats, the daily-loss trip, adoption.
+ *	 3. watchdog, once a second: expiry, heartbeats, the daily-loss trip,
+ *		adoption.
  *	 4. wait for the latch (a commit queued a request), a socket, or the
  *		next timer; record the finished requests in one transaction.
  * No timer scans order_requests for new rows: the commit wakes us.
@@ -51,7 +53,10 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -112,27 +117,32 @@ exec_simple(const char *sql)
 		elog(ERROR, "order sender: could not run %s", sql);
 }
 
-typedef struct Trampoline
+/*
+ * The statements run for every request, planned once and kept (the plan
+ * cache replans them if the functions they call change).
+ */
+static SPIPlanPtr
+kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 {
-	void		(*body) (void *);
-	void	   *arg;
-} Trampoline;
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
 
-/* every statement of the sender resolves names in pg_catalog first */
-static void
-pinned_path(void *arg)
-{
-	Trampoline *t = (Trampoline *) arg;
-
-	exec_simple("SET LOCAL search_path = pg_catalog, pg_temp");
-	t->body(t->arg);
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "could not prepare %s", sql);
+		*plan = p;
+	}
+	return *plan;
 }
 
+/*
+ * Every statement of the sender resolves names in pg_catalog first: the
+ * session's search_path is pinned by trading_bgw_connect (PGC_S_OVERRIDE).
+ */
 static void
 unit_of_work(const char *activity, void (*body) (void *), void *arg)
 {
-	Trampoline	t = {body, arg};
-	ErrorData  *e = trading_bgw_run_xact(activity, pinned_path, &t);
+	ErrorData  *e = trading_bgw_run_xact(activity, body, arg);
 
 	if (e)
 	{
@@ -232,6 +242,37 @@ typedef struct DispatchArgs
 	bool		more;
 } DispatchArgs;
 
+/*
+ * application/x-www-form-urlencoded body from _order_claim's name/value
+ * pairs (names are plain; values escaped by libcurl: tradingsymbols hold
+ * '&' and '-').  In the current memory context.
+ */
+static char *
+form_encode(ArrayType *pairs)
+{
+	StringInfoData buf;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	initStringInfo(&buf);
+	if (pairs == NULL)
+		return buf.data;
+	deconstruct_array(pairs, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i + 1 < n; i += 2)
+	{
+		char	   *v;
+
+		if (nulls[i] || nulls[i + 1])
+			continue;
+		v = broker_http_escape(TextDatumGetCString(elems[i + 1]));
+		appendStringInfo(&buf, "%s%s=%s", buf.len > 0 ? "&" : "",
+						 TextDatumGetCString(elems[i]), v);
+		pfree(v);
+	}
+	return buf.data;
+}
+
 static int
 free_slot(void)
 {
@@ -255,9 +296,17 @@ dispatch_body(void *arg)
 	ArrayType  *arr;
 	Datum	   *elems;
 
+	static SPIPlanPtr due_plan = NULL;
+	static SPIPlanPtr claim_plan = NULL;
+
 	values[0] = Int32GetDatum(a->free * 2);
-	if (SPI_execute_with_args("SELECT id, kind FROM trading._order_due($1)",
-							  1, argtypes, values, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(kept_plan(&due_plan,
+								   "SELECT id, kind FROM trading.order_requests "
+								   "WHERE state OPERATOR(pg_catalog.=) 'pending' "
+								   "AND (retry_at IS NULL OR retry_at OPERATOR(pg_catalog.<=) pg_catalog.now()) "
+								   "ORDER BY id LIMIT $1",
+								   1, argtypes),
+						 values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the due requests");
 	ndue = (int) SPI_processed;
 	ids = palloc(sizeof(int64) * Max(ndue, 1));
@@ -296,9 +345,10 @@ dispatch_body(void *arg)
 		Oid			t[1] = {INT8ARRAYOID};
 		Datum		v[1] = {PointerGetDatum(arr)};
 
-		if (SPI_execute_with_args("SELECT id, kind, tag, variety, order_id, form, correlation_id "
-								  "FROM trading._order_claim($1)",
-								  1, t, v, NULL, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(kept_plan(&claim_plan,
+									   "SELECT id, kind, tag, variety, order_id, form, correlation_id "
+									   "FROM trading._order_claim($1)", 1, t),
+							 v, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not claim the requests");
 	}
 
@@ -312,8 +362,9 @@ dispatch_body(void *arg)
 		char	   *kind,
 				   *variety,
 				   *order_id,
-				   *form,
 				   *path;
+		Datum		form;
+		bool		form_null;
 		const char *method;
 		Datum		corr;
 		MemoryContext old;
@@ -324,7 +375,7 @@ dispatch_body(void *arg)
 		kind = SPI_getvalue(tup, td, 2);
 		variety = SPI_getvalue(tup, td, 4);
 		order_id = SPI_getvalue(tup, td, 5);
-		form = SPI_getvalue(tup, td, 6);
+		form = SPI_getbinval(tup, td, 6, &form_null);
 		corr = SPI_getbinval(tup, td, 7, &isnull);
 		strlcpy(f->kind, kind, sizeof(f->kind));
 		old = MemoryContextSwitchTo(InFlightContext);
@@ -340,7 +391,8 @@ dispatch_body(void *arg)
 		}
 		f->url = broker_make_url(path, NULL);
 		f->method = method;
-		f->form = strcmp(method, "DELETE") == 0 ? NULL : pstrdup(form ? form : "");
+		f->form = strcmp(method, "DELETE") == 0 ? NULL :
+			form_encode(form_null ? NULL : DatumGetArrayTypeP(form));
 		pfree(path);
 		MemoryContextSwitchTo(old);
 		f->used = true;
@@ -390,6 +442,8 @@ start_claimed(DispatchArgs *a)
 			pfree(f->form);
 		f->url = f->form = NULL;
 	}
+	if (a->claimed > nrefused)
+		order_http_kick();
 	if (nrefused > 0)
 		handle_replies(refused, nrefused);
 }
@@ -452,6 +506,7 @@ static void
 record_reply(OrderReply *r)
 {
 	InFlight   *f = &inflight[r->slot];
+	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[5] = {INT8OID, BOOLOID, INT4OID, BYTEAOID, TEXTOID};
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
@@ -467,8 +522,9 @@ record_reply(OrderReply *r)
 	values[4] = r->transport_error[0] ? CStringGetTextDatum(r->transport_error) : (Datum) 0;
 	if (!r->transport_error[0])
 		nulls[4] = 'n';
-	if (SPI_execute_with_args("SELECT trading._order_response($1, $2, $3, $4, $5)",
-							  5, argtypes, values, nulls, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(kept_plan(&plan, "SELECT trading._order_response($1, $2, $3, $4, $5)",
+								   5, argtypes),
+						 values, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not record the reply to request %lld", (long long) f->id);
 	outcome = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (strcmp(outcome, "placed") == 0)
@@ -504,7 +560,8 @@ replies_body(void *arg)
 	 * request is still 'sending', becomes 'unknown' at start and is settled
 	 * by its tag.  ('sending' itself is committed synchronously.)
 	 */
-	exec_simple("SET LOCAL synchronous_commit = off");
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 	for (int i = 0; i < a->n; i++)
 		record_reply(&a->r[i]);
 }

@@ -72,6 +72,7 @@ extern void order_http_init(int nslots);
 extern bool order_http_start(int slot, const char *method, const char *url,
 							 const char *body, const char *auth_header);
 extern bool order_http_busy(int slot);
+extern void order_http_kick(void);
 extern int	order_http_in_flight(void);
 
 /*

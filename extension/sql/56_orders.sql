@@ -621,8 +621,8 @@ BEGIN
 END
 $$;
 
--- Run by the worker about once a second: lapsed heartbeats, the daily-loss
--- trip.  Returns the number of strategies that lapsed now.
+-- Run by the worker about once a second: expiry, lapsed heartbeats, the
+-- daily-loss trip.  Returns the number of strategies that lapsed now.
 CREATE FUNCTION @extschema@._order_watchdog()
     RETURNS integer LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -634,6 +634,7 @@ DECLARE
     lim numeric;
     loss numeric;
 BEGIN
+    PERFORM @extschema@._order_expire();
     FOR s IN UPDATE @extschema@.strategy_heartbeats SET lapsed_at = clock_timestamp()
               WHERE lapsed_at IS NULL AND beat_at + ttl < clock_timestamp()
               RETURNING strategy
@@ -708,51 +709,51 @@ BEGIN
 END
 $$;
 
--- Candidates to send now, oldest first; expires what is past valid_until.
-CREATE FUNCTION @extschema@._order_due(n integer)
-    RETURNS TABLE (id bigint, kind text)
-    LANGUAGE plpgsql
+-- Requests past valid_until that were not sent are expired: by the
+-- watchdog (once a second) and by the claim (none is sent after it).
+-- The worker picks its candidates with one kept query of its own (the
+-- oldest pending requests whose retry time has come).
+CREATE FUNCTION @extschema@._order_expire()
+    RETURNS integer LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    n integer;
 BEGIN
     UPDATE @extschema@.order_requests r
        SET state = 'expired', updated_at = now(),
            state_reason = coalesce(r.state_reason || '; ', '') || 'not sent before valid_until'
      WHERE r.state = 'pending' AND r.valid_until < now();
-    RETURN QUERY
-        SELECT r.id, r.kind FROM @extschema@.order_requests r
-         WHERE r.state = 'pending' AND (r.retry_at IS NULL OR r.retry_at <= now())
-         ORDER BY r.id LIMIT n;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
 END
 $$;
 
--- application/x-www-form-urlencoded value (tradingsymbols hold '&', '-')
-CREATE FUNCTION @extschema@._order_urlencode(v text)
-    RETURNS text LANGUAGE sql IMMUTABLE STRICT
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT coalesce(string_agg(CASE WHEN c ~ '^[A-Za-z0-9_.~-]$' THEN c
-                    ELSE upper(regexp_replace(encode(convert_to(c, 'UTF8'), 'hex'), '(..)', '%\1', 'g'))
-                    END, '' ORDER BY n), '')
-      FROM regexp_split_to_table(v, '') WITH ORDINALITY AS t(c, n)
-$$;
-
 -- Check again and mark 'sending' the requests whose budget the worker
--- holds; returns what to send.  Runs in the worker's transaction, which
--- commits before any of them leaves.
+-- holds; returns what to send: form is the body's fields as name/value
+-- pairs in order (a NULL value: not sent), which the worker encodes
+-- (libcurl's escaping).  Runs in the worker's transaction, which commits
+-- before any of them leaves.
 CREATE FUNCTION @extschema@._order_claim(ids bigint[])
-    RETURNS TABLE (id bigint, kind text, tag text, variety text, order_id text, form text,
+    RETURNS TABLE (id bigint, kind text, tag text, variety text, order_id text, form text[],
                    correlation_id uuid)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r @extschema@.order_requests;
-    f text;
+    f text[];
 BEGIN
     FOR r IN SELECT * FROM @extschema@.order_requests o
               WHERE o.id = ANY (ids) AND o.state = 'pending' ORDER BY o.id FOR UPDATE
     LOOP
+        IF r.valid_until < now() THEN
+            UPDATE @extschema@.order_requests o
+               SET state = 'expired', updated_at = now(),
+                   state_reason = coalesce(r.state_reason || '; ', '') || 'not sent before valid_until'
+             WHERE o.id = r.id;
+            CONTINUE;
+        END IF;
         BEGIN
             PERFORM @extschema@._order_checked(r);
         EXCEPTION WHEN OTHERS THEN
@@ -763,19 +764,20 @@ BEGIN
              WHERE o.id = r.id;
             CONTINUE;
         END;
-        f := concat_ws('&',
-            CASE WHEN r.kind = 'place' THEN 'tradingsymbol=' || @extschema@._order_urlencode(r.tradingsymbol) END,
-            CASE WHEN r.kind = 'place' THEN 'exchange=' || @extschema@._order_urlencode(r.exchange) END,
-            CASE WHEN r.kind = 'place' THEN 'transaction_type=' || r.transaction_type END,
-            CASE WHEN r.kind <> 'cancel' THEN 'order_type=' || r.order_type END,
-            CASE WHEN r.kind <> 'cancel' THEN 'quantity=' || r.quantity END,
-            CASE WHEN r.kind = 'place' THEN 'product=' || r.product END,
-            CASE WHEN r.kind <> 'cancel' AND r.price IS NOT NULL THEN 'price=' || r.price END,
-            CASE WHEN r.kind <> 'cancel' AND r.trigger_price IS NOT NULL THEN 'trigger_price=' || r.trigger_price END,
-            CASE WHEN r.kind <> 'cancel' THEN 'validity=' || r.validity END,
-            CASE WHEN r.kind <> 'cancel' AND r.disclosed_quantity IS NOT NULL THEN 'disclosed_quantity=' || r.disclosed_quantity END,
-            CASE WHEN r.kind = 'place' AND r.market_protection IS NOT NULL THEN 'market_protection=' || r.market_protection END,
-            CASE WHEN r.kind = 'place' THEN 'tag=' || r.tag END);
+        IF r.kind = 'place' THEN
+            f := ARRAY['tradingsymbol', r.tradingsymbol, 'exchange', r.exchange,
+                       'transaction_type', r.transaction_type, 'order_type', r.order_type,
+                       'quantity', r.quantity::text, 'product', r.product, 'price', r.price::text,
+                       'trigger_price', r.trigger_price::text, 'validity', r.validity,
+                       'disclosed_quantity', r.disclosed_quantity::text,
+                       'market_protection', r.market_protection::text, 'tag', r.tag];
+        ELSIF r.kind = 'modify' THEN
+            f := ARRAY['order_type', r.order_type, 'quantity', r.quantity::text, 'price', r.price::text,
+                       'trigger_price', r.trigger_price::text, 'validity', r.validity,
+                       'disclosed_quantity', r.disclosed_quantity::text];
+        ELSE
+            f := NULL;
+        END IF;
         UPDATE @extschema@.order_requests o
            SET state = 'sending', attempts = o.attempts + 1, sent_at = now(), updated_at = now()
          WHERE o.id = r.id;
