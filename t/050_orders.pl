@@ -40,12 +40,19 @@ ok($node->poll_query_until('postgres',
 	"SELECT broker_status = 'COMPLETE' AND filled_quantity = 5 FROM trading.order_book WHERE id = $id"),
 	'order_book shows the broker state of the order (polled by the broker worker)');
 
-# ---- the request's correlation chain ----
-sq('SELECT trading.correlation_flush()');
-is(sq("SELECT string_agg(operation || ':' || status, ',' ORDER BY depth, started_at)
-         FROM trading.operation_chain((SELECT correlation_id FROM trading.order_requests WHERE id = $id))"),
-	'order.request:ok,order.risk_check:ok,order.risk_check:ok,order.http_attempt:ok',
-	'the chain: the request, its check in the caller\'s transaction and before sending, the HTTP attempt');
+# ---- the request's correlation chain, its fills included ----
+my $chain = "trading.operation_chain((SELECT correlation_id FROM trading.order_requests WHERE id = $id))";
+# (the correlation writer stores events asynchronously: polled)
+ok($node->poll_query_until('postgres',
+	"SELECT coalesce(sum((attributes->>'quantity')::int), 0) = 5 FROM $chain WHERE operation = 'order.fill'"),
+	'the fills of the order (trades the broker worker recorded) are in the chain, 5 in all');
+like(sq("SELECT string_agg(operation || ':' || status, ',' ORDER BY depth, started_at) FROM $chain"),
+	qr/^order\.request:ok,order\.risk_check:ok,order\.risk_check:ok,order\.http_attempt:ok(,order\.fill:ok)+$/,
+	'the chain: the request, its check in the caller\'s transaction and before sending, the HTTP attempt, the fills');
+is(sq("SELECT count(*) FROM $chain c JOIN trading.trades t ON t.trade_id = c.attributes->>'trade_id'
+         WHERE c.operation = 'order.fill' AND t.order_id = (SELECT order_id FROM trading.order_requests WHERE id = $id)"),
+	sq("SELECT count(*) FROM trading.trades WHERE order_id = (SELECT order_id FROM trading.order_requests WHERE id = $id)"),
+	'one fill operation per trade of the order');
 
 # ---- nothing before COMMIT ----
 my $rb = (split /\n/, sq(qq{

@@ -440,6 +440,33 @@ CREATE TRIGGER order_requests_final AFTER UPDATE OF state ON @extschema@.order_r
                        AND NEW.state IN ('risk_rejected', 'halted', 'expired', 'placed', 'rejected', 'failed'))
     EXECUTE FUNCTION @extschema@._order_final();
 
+-- Each fill (a trade the broker worker records for the order) is a child
+-- operation "order.fill" of the request that placed the order, so the
+-- chain reads request, checks, HTTP attempt(s), reconciliation, fills.
+CREATE FUNCTION @extschema@._order_fill() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parent uuid;
+    op uuid;
+BEGIN
+    SELECT r.correlation_id INTO parent FROM @extschema@.order_requests r
+     WHERE r.order_id = NEW.order_id AND r.kind = 'place' AND r.correlation_id IS NOT NULL
+     ORDER BY r.id LIMIT 1;
+    IF parent IS NOT NULL THEN
+        op := gen_random_uuid();
+        PERFORM @extschema@._correlation_emit_begin(op, parent, 'order.fill',
+            jsonb_build_object('trade_id', NEW.trade_id, 'quantity', NEW.quantity,
+                               'average_price', NEW.average_price)::text);
+        PERFORM @extschema@._correlation_emit_end(op, 'ok', NULL);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER order_fills AFTER INSERT ON @extschema@.trades
+    FOR EACH ROW EXECUTE FUNCTION @extschema@._order_fill();
+
 -- ---------------------------------------------------------------------
 -- The trader's functions
 -- ---------------------------------------------------------------------
