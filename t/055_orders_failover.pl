@@ -83,6 +83,8 @@ is($new->safe_psql('postgres',
 	'verifying,verifying,verifying', 'A, B and C still verifying');
 is($new->safe_psql('postgres', 'SELECT verifying FROM trading.trading_state'), '3',
 	'trading_state counts them');
+is($new->safe_psql('postgres', 'SELECT verifying FROM trading.metrics_order_state'), '3',
+	'and the metric trading_orders_verifying');
 # halting does not touch a request that may be live at the broker
 $new->safe_psql('postgres', "SELECT trading.halt('test'); SELECT trading.resume()");
 is($new->safe_psql('postgres',
@@ -111,6 +113,8 @@ is($new->safe_psql('postgres', 'SELECT count(*) FROM trading.adopted_orders'), '
 	'no broker order is left without its request');
 is($new->safe_psql('postgres', 'SELECT adopted_requests FROM trading.trading_state'), '2',
 	'trading_state counts the adopted requests');
+is($new->safe_psql('postgres', "SELECT verifying || ' ' || adopted_requests FROM trading.metrics_order_state"),
+	'0 2', 'the metrics: none verifying, two adopted requests');
 like(slurp_file($new->logfile), qr/3 pending placement\(s\) are verifying/, 'the sender logged the verification');
 unlike(slurp_file($new->logfile), qr/trading order sender: [a-z ]+ failed:/, 'no unit of work of the sender failed');
 

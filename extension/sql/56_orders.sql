@@ -1088,7 +1088,7 @@ CREATE VIEW @extschema@.metrics_order_latency AS
       CROSS JOIN bounds b;
 
 -- trading_orders_{halted,reduce_only,tripped,adopted,unknown_over_1m,
--- daily_loss,max_daily_loss,sender_up}
+-- daily_loss,max_daily_loss,sender_up,verifying,adopted_requests}
 CREATE VIEW @extschema@.metrics_order_state AS
     SELECT (s.mode = 'halt')::int::float8 AS halted,
            (s.mode = 'reduce_only')::int::float8 AS reduce_only,
@@ -1102,7 +1102,9 @@ CREATE VIEW @extschema@.metrics_order_state AS
                AS max_daily_loss,
            coalesce(array_length(s.lapsed_strategies, 1), 0)::float8 AS lapsed_strategies,
            (SELECT count(*) FROM pg_catalog.pg_stat_activity
-             WHERE backend_type = 'trading order sender')::float8 AS sender_up
+             WHERE backend_type = 'trading order sender')::float8 AS sender_up,
+           s.verifying::float8 AS verifying,
+           s.adopted_requests::float8 AS adopted_requests
       FROM @extschema@.trading_state s;
 
 CREATE VIEW @extschema@.metrics_catalog_orders (name, type, labels, help) AS VALUES
@@ -1116,7 +1118,9 @@ CREATE VIEW @extschema@.metrics_catalog_orders (name, type, labels, help) AS VAL
     ('trading_orders_daily_loss', 'gauge', '{}', 'Realised plus unrealised loss of the net positions (negative: a gain).'),
     ('trading_orders_max_daily_loss', 'gauge', '{}', 'The global max_daily_loss limit, 0 when none.'),
     ('trading_orders_lapsed_strategies', 'gauge', '{}', 'Strategies whose heartbeat lapsed.'),
-    ('trading_orders_sender_up', 'gauge', '{}', '1 while the order sender runs.');
+    ('trading_orders_sender_up', 'gauge', '{}', '1 while the order sender runs.'),
+    ('trading_orders_verifying', 'gauge', '{}', 'Placements being looked up at the broker by their tag before sending (after a sender start).'),
+    ('trading_orders_adopted_requests', 'gauge', '{}', 'Requests found at the broker that a previous sender had sent (adopted, never sent again).');
 COMMENT ON VIEW @extschema@.metrics_catalog_orders IS
     'The order outbox''s metrics (part of trading.metrics_catalog)';
 
