@@ -943,9 +943,9 @@ ticker_worker_main(Datum main_arg)
 
 		/*
 		 * One slice of ticks, then one slice of quotes, then back to reading:
-		 * the sockets are read between slices, so a backlog in the database
-		 * never makes the broker see a slow reader, and ticks go before
-		 * quotes without starving them.
+		 * the sockets are read between slices, so that a backlog in the
+		 * database (up to the worker's capacity) does not make the broker see
+		 * a slow reader, and ticks go before quotes without starving them.
 		 */
 		if (flush_due())
 			ticker_flush(entries);
