@@ -5,12 +5,10 @@
 # >= 95% of the budget, the same after a SIGKILL of the worker mid-way (no
 # duplicate rows, no gaps), cancel, and fetch_candles' errors.
 #
-# The budget is Kite's 3 requests/s on both sides (kite.historical and the
-# paper broker's --rate-historical, set explicitly), but a minute request
-# covers at most 10 days (trading.historical_max_days and
-# --historical-max-days) instead of 60: a year of 3 instruments is then 111
-# requests (about 37 s) instead of 21, enough to measure the pace on.
-# bench/market_candles.sh measures the real 60-day case.
+# The sizes are the real ones: Kite's 3 requests/s on both sides
+# (kite.historical and the paper broker's --rate-historical) and Kite's
+# range limits (a minute request covers at most 60 days), so a year of 3
+# instruments is 21 requests, 7 s of budget.
 use strict;
 use warnings;
 use FindBin;
@@ -24,7 +22,8 @@ use PaperBroker;
 use WorkerTest;
 
 my $RATE = 3;
-my $MAX_DAYS = 'minute=10,3minute=100,5minute=100,10minute=100,15minute=200,30minute=200,60minute=400,day=2000';
+my $MARGIN_MS = 40;
+my $MAX_DAYS = 'minute=60,3minute=100,5minute=100,10minute=100,15minute=200,30minute=200,60minute=400,day=2000';
 my $mocks = TradingTest::shared_dir() . '/kite-mocks';
 
 my $b = PaperBroker->start(ratelimit => 1,
@@ -57,9 +56,9 @@ is($five->[0][4], $c1->[4][4], '5minute close = fifth minute close');
 is($five->[0][5], $c1->[0][5] + $c1->[1][5] + $c1->[2][5] + $c1->[3][5] + $c1->[4][5], '5minute volume = sum');
 is(scalar(@{ $five->[0] }), 7, 'oi=1 adds a seventh field');
 sleep 1;
-my $over = $b->api(GET => $path, query => { from => '2025-03-01 00:00:00', to => '2025-03-11 00:00:01' });
+my $over = $b->api(GET => $path, query => { from => '2025-03-01 00:00:00', to => '2025-04-30 00:00:01' });
 is($over->{status} . ' ' . $over->{json}{error_type}, '400 InputException', 'beyond the range limit: InputException');
-like($over->{json}{message}, qr/10 days/, 'the message names the limit');
+like($over->{json}{message}, qr/60 days/, 'the message names the limit');
 my $cont = $b2->api(GET => $path, query => { from => '2025-03-03 09:15:00', to => '2025-03-03 09:20:00', continuous => 1 });
 is($cont->{status}, 400, 'continuous for an equity: InputException');
 my $fut = '/instruments/historical/90000004/day';
@@ -83,6 +82,7 @@ is($burst, 2, "the broker enforces $RATE historical requests/s");
 my $node = WorkerTest::node('candles', $b, conf => qq{
 trading.market_worker = on
 trading.historical_max_days = '$MAX_DAYS'
+trading.market_rate_margin = '${MARGIN_MS}ms'
 restart_after_crash = on
 });
 $node->safe_psql('postgres', qq{
@@ -180,21 +180,24 @@ my $st = $b->stats;
 my $n = $st->{historical}{served} - $served0;
 is($node->safe_psql('postgres',
 	"SELECT sum(requests_total) || ':' || sum(requests_done) || ':' || sum(errors) FROM trading.backfill_jobs WHERE id IN (" . join(',', @jobs) . ')'),
-	"111:111:0", '111 requests of at most 10 days, none failed');
-is($n, 111, 'the broker served exactly those requests');
+	"21:21:0", '21 requests of at most 60 days, none failed');
+is($n, 21, 'the broker served exactly those requests');
 is($st->{rate_limited}{historical} - $rl0, 0, 'zero 429s');
-# a sliding window of $RATE/s allows n requests in floor((n-1)/RATE) seconds at best
-my $ideal = int(($n - 1) / $RATE);
+# A sliding window of $RATE/s allows n requests in floor((n-1)/RATE)
+# seconds at best; the worker keeps trading.market_rate_margin beyond each
+# window (a safety setting against the broker counting a request late), so
+# the budget it is configured to use is RATE per (1 s + margin).  The span
+# runs from the jobs' start (before the first request) to the broker's
+# arrival of the last one.  The worker sends the next requests while it
+# applies a reply (at most 3 ahead), so the pace is the budget's unless
+# the machine is too loaded to apply 3 replies of ~16,000 candles a second.
+my $windows = int(($n - 1) / $RATE);
 my $span = $st->{historical}{last_served} - $node->safe_psql('postgres',
 	"SELECT extract(epoch FROM min(started_at)) FROM trading.backfill_jobs WHERE id IN (" . join(',', @jobs) . ')');
-my $util = $ideal / $span;
-# The share depends on the CPU the machine leaves the worker (97% on an
-# idle machine, 92-93% at a load average of 15-19 on 2 cores, where each
-# request's upsert takes longer than its third of a second), so this test
-# only catches a pacing that wastes the budget (a backoff, a lost wakeup:
-# far below 80%); the 95% target is measured by bench/market_candles.sh.
-diag(sprintf('%d requests in %.2f s: %.1f%% of the %d/s budget', $n, $span, 100 * $util, $RATE));
-ok($util >= 0.80, sprintf('the pace follows the budget (%.1f%% of it used)', 100 * $util));
+my $util = $windows * (1 + $MARGIN_MS / 1000) / $span;
+diag(sprintf('%d requests in %.2f s: %.1f%% of the %d/s budget with a %d ms margin, %.1f%% of the bare 3/s',
+	$n, $span, 100 * $util, $RATE, $MARGIN_MS, 100 * $windows / $span));
+ok($util >= 0.95, sprintf('the pace follows the budget (%.1f%% of it used)', 100 * $util));
 
 my $gaps = q{
 SELECT count(*) FROM (
@@ -213,13 +216,13 @@ for my $tok (408065, 779521, 2953217)
 	is($node->safe_psql('postgres', sprintf($gaps, $tok)), '0', "$tok: no gap within a day");
 }
 
-# ---- SIGKILL of the worker in the middle (half a year of 3 instruments,
-# 57 requests): resumes, no duplicates, no gaps ----
+# ---- SIGKILL of the worker in the middle (a year of 3 other instruments,
+# 21 requests): resumes, no duplicates, no gaps ----
 @jobs = split /\n/, $node->safe_psql('postgres', q{
-	SELECT trading.fetch_candles(s, 'minute', '2024-01-01 00:00+05:30', '2024-06-30 23:59:59+05:30')
+	SELECT trading.fetch_candles(s, 'minute', '2024-01-01 00:00+05:30', '2024-12-31 23:59:59+05:30')
 	  FROM unnest(ARRAY['NSE:INFY', 'NSE:RELIANCE', 'NSE:HDFCBANK']) s});
 ok($node->poll_query_until('postgres',
-	"SELECT sum(requests_done) >= 25 FROM trading.backfill_queue WHERE id IN (" . join(',', @jobs) . ')'),
+	"SELECT sum(requests_done) >= 8 FROM trading.backfill_queue WHERE id IN (" . join(',', @jobs) . ')'),
 	'the second backfill is under way');
 my $pid = $node->safe_psql('postgres',
 	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'trading market data'");
@@ -234,8 +237,8 @@ for my $tok (408065, 738561, 341249)
 	is($node->safe_psql('postgres', qq{
 		SELECT count(*) || ':' || count(DISTINCT ts) || ':' || count(DISTINCT (ts AT TIME ZONE 'Asia/Kolkata')::date)
 		  FROM trading.candles WHERE instrument_token = $tok AND "interval" = 'minute'
-		   AND ts >= '2024-01-01 00:00+05:30' AND ts < '2024-07-01 00:00+05:30'}),
-		'48750:48750:130', "$tok: after the kill, 130 trading days x 375 minutes, no duplicates");
+		   AND ts >= '2024-01-01 00:00+05:30' AND ts < '2025-01-01 00:00+05:30'}),
+		'98250:98250:262', "$tok: after the kill, 262 trading days x 375 minutes, no duplicates");
 	is($node->safe_psql('postgres', sprintf($gaps, $tok)), '0', "$tok: no gap within a day");
 }
 
@@ -251,7 +254,7 @@ my $served = $b->stats->{historical}{served};
 sleep 2;
 is($node->safe_psql('postgres', "SELECT state || ':' || requests_done FROM trading.backfill_jobs WHERE id = $long"),
 	"cancelled:$after", 'the job stays cancelled and makes no progress');
-ok($b->stats->{historical}{served} - $served <= 1, 'no further requests (one in flight at most)');
+ok($b->stats->{historical}{served} - $served <= 3, 'no further requests (those sent ahead at most)');
 is($node->safe_psql('postgres', "SELECT trading.cancel_backfill($long)"), 'f', 'cancelling again: false');
 
 # ---- a broker refusal fails the job with its message ----

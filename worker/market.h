@@ -58,11 +58,18 @@ typedef struct MarketResponse
 								 * context */
 	Size		len;
 	int64		ttfb_us;		/* time to the reply's first byte; 0 = none */
+	int64		sent_us;		/* trading_monotonic_us() when the request
+								 * left; 0 = unknown */
 	char		errbuf[256];
 } MarketResponse;
 
 extern void market_http_get(const char *url, const char *auth_header,
 							long timeout_ms, MarketResponse *resp);
+#define MARKET_AHEAD 3			/* requests sent ahead at most */
+extern bool market_http_start(int slot, const char *url, const char *auth_header,
+							  long timeout_ms, MarketResponse *resp);
+extern void market_http_finish(int slot, MarketResponse *resp);
+extern void market_http_abandon(int slot);
 
 /* market_instruments.c */
 extern int64 market_load_instruments(const char *trigger, MarketResponse *resp,

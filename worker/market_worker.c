@@ -56,7 +56,7 @@ static TimestampTz worker_started_at;
 static bool market_worker_enabled = true;
 char	   *market_refresh_time = NULL;
 int			market_clock_offset_s = 0;
-int			market_rate_margin_ms = 0;
+int			market_rate_margin_ms = 20;
 char	   *market_historical_max_days = NULL;
 
 #define IDLE_NAP_MS			1000	/* nothing to do: look again after */
@@ -133,7 +133,7 @@ market_worker_init(void)
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("trading.market_rate_margin",
 							"Extra spacing the market data worker keeps beyond kite.historical.",
-							NULL, &market_rate_margin_ms, 0, 0, 1000,
+							NULL, &market_rate_margin_ms, 20, 0, 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomStringVariable("trading.historical_max_days",
 							   "Largest range of one historical candle request, in days, per interval.",

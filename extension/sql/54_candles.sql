@@ -142,17 +142,54 @@ COMMENT ON FUNCTION @extschema@.cancel_backfill(bigint) IS
 -- The worker's side (not granted to anyone).
 -- ---------------------------------------------------------------------
 
+-- The path of request chunk of job q: [from + chunk*days, from +
+-- (chunk+1)*days - 1 s], the last one ending at to_ts, in IST as Kite
+-- wants it.
+CREATE FUNCTION @extschema@._backfill_path(q @extschema@.backfill_queue, chunk integer)
+    RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lo timestamptz := q.from_ts + make_interval(days => q.chunk_days * chunk);
+    hi timestamptz := least(lo + make_interval(days => q.chunk_days) - interval '1 second', q.to_ts);
+BEGIN
+    RETURN format('/instruments/historical/%s/%s?from=%s&to=%s%s%s',
+                  q.instrument_token, q."interval",
+                  replace(to_char(lo AT TIME ZONE 'Asia/Kolkata', 'YYYY-MM-DD HH24:MI:SS'), ' ', '+'),
+                  replace(to_char(hi AT TIME ZONE 'Asia/Kolkata', 'YYYY-MM-DD HH24:MI:SS'), ' ', '+'),
+                  CASE WHEN q.continuous THEN '&continuous=1' ELSE '' END,
+                  CASE WHEN q.oi THEN '&oi=1' ELSE '' END);
+END $$;
+
+-- The chunking of a job from max_days ('minute=60,...'): days per request.
+CREATE FUNCTION @extschema@._backfill_days(q @extschema@.backfill_queue, max_days text)
+    RETURNS integer LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    days integer;
+BEGIN
+    IF q.chunk_days IS NOT NULL THEN
+        RETURN q.chunk_days;
+    END IF;
+    SELECT split_part(kv, '=', 2)::integer INTO days
+      FROM unnest(string_to_array(replace(max_days, ' ', ''), ',')) kv
+     WHERE split_part(kv, '=', 1) = q."interval";
+    IF days IS NULL OR days < 1 THEN
+        RAISE EXCEPTION 'trading.historical_max_days has no limit for interval %', q."interval";
+    END IF;
+    RETURN days;
+END $$;
+
 -- The next request of the oldest runnable job: starts a queued job
--- (fixing its chunking from max_days, 'minute=60,...'), and returns the
--- chunk to fetch with its from/to in IST as Kite wants them.
+-- (fixing its chunking from max_days), and returns the chunk to fetch with
+-- its path, and the following requests (at most 3, of this job and the
+-- next ones: the worker sends them while it applies this one) as arrays
+-- of job, chunk and path.
 CREATE FUNCTION @extschema@._backfill_next(max_days text,
-        OUT id bigint, OUT chunk integer, OUT path text)
+        OUT id bigint, OUT chunk integer, OUT path text,
+        OUT next_jobs bigint[], OUT next_chunks integer[], OUT next_paths text[])
     RETURNS record LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     q @extschema@.backfill_queue;
-    days integer;
-    lo timestamptz;
-    hi timestamptz;
+    f @extschema@.backfill_queue;
+    c integer;
 BEGIN
     SELECT * INTO q FROM @extschema@.backfill_queue b
      WHERE b.state IN ('queued', 'running')
@@ -161,29 +198,40 @@ BEGIN
         RETURN;
     END IF;
     IF q.state = 'queued' OR q.chunk_days IS NULL THEN
-        SELECT split_part(kv, '=', 2)::integer INTO days
-          FROM unnest(string_to_array(replace(max_days, ' ', ''), ',')) kv
-         WHERE split_part(kv, '=', 1) = q."interval";
-        IF days IS NULL OR days < 1 THEN
-            RAISE EXCEPTION 'trading.historical_max_days has no limit for interval %', q."interval";
-        END IF;
-        q.chunk_days := days;
-        q.requests_total := floor(extract(epoch FROM q.to_ts - q.from_ts) / (days * 86400.0))::integer + 1;
+        q.chunk_days := @extschema@._backfill_days(q, max_days);
+        q.requests_total := floor(extract(epoch FROM q.to_ts - q.from_ts) / (q.chunk_days * 86400.0))::integer + 1;
         UPDATE @extschema@.backfill_queue b
            SET state = 'running', chunk_days = q.chunk_days, requests_total = q.requests_total,
                started_at = coalesce(b.started_at, now()), updated_at = now()
          WHERE b.id = q.id;
     END IF;
-    lo := q.from_ts + make_interval(days => q.chunk_days * q.requests_done);
-    hi := least(lo + make_interval(days => q.chunk_days) - interval '1 second', q.to_ts);
     id := q.id;
     chunk := q.requests_done;
-    path := format('/instruments/historical/%s/%s?from=%s&to=%s%s%s',
-                   q.instrument_token, q."interval",
-                   replace(to_char(lo AT TIME ZONE 'Asia/Kolkata', 'YYYY-MM-DD HH24:MI:SS'), ' ', '+'),
-                   replace(to_char(hi AT TIME ZONE 'Asia/Kolkata', 'YYYY-MM-DD HH24:MI:SS'), ' ', '+'),
-                   CASE WHEN q.continuous THEN '&continuous=1' ELSE '' END,
-                   CASE WHEN q.oi THEN '&oi=1' ELSE '' END);
+    path := @extschema@._backfill_path(q, q.requests_done);
+    next_jobs := '{}';
+    next_chunks := '{}';
+    next_paths := '{}';
+    c := q.requests_done + 1;
+    f := q;
+    LOOP
+        WHILE c < f.requests_total AND cardinality(next_jobs) < 3 LOOP
+            next_jobs := next_jobs || f.id;
+            next_chunks := next_chunks || c;
+            next_paths := next_paths || @extschema@._backfill_path(f, c);
+            c := c + 1;
+        END LOOP;
+        EXIT WHEN cardinality(next_jobs) >= 3;
+        -- the following job, as it will be split when it starts
+        SELECT * INTO f FROM @extschema@.backfill_queue b
+         WHERE b.state IN ('queued', 'running') AND b.id > f.id
+         ORDER BY b.id LIMIT 1;
+        EXIT WHEN NOT FOUND;
+        IF f.chunk_days IS NULL THEN
+            f.chunk_days := @extschema@._backfill_days(f, max_days);
+            f.requests_total := floor(extract(epoch FROM f.to_ts - f.from_ts) / (f.chunk_days * 86400.0))::integer + 1;
+        END IF;
+        c := f.requests_done;
+    END LOOP;
 END $$;
 
 -- Monthly partitions (UTC) covering [lo, hi].
@@ -207,97 +255,12 @@ END $$;
 -- Apply one fetched chunk: validate the Kite reply, upsert its candles and
 -- advance the job, all in the caller's transaction.  A reply for a job
 -- that was cancelled (or a chunk already applied) changes nothing.
--- Returns the candles upserted.
+-- Returns the candles upserted.  In C (worker/market_apply.c): the reply
+-- is parsed by PostgreSQL's JSON parser into column arrays and upserted in
+-- one INSERT ... SELECT FROM unnest(...) ON CONFLICT.
 CREATE FUNCTION @extschema@._backfill_apply(job bigint, chunk integer, body text)
-    RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    q @extschema@.backfill_queue;
-    doc jsonb;
-    candles jsonb;
-    total integer;
-    n bigint;
-    lo timestamptz;
-    hi timestamptz;
-BEGIN
-    SELECT * INTO q FROM @extschema@.backfill_queue b WHERE b.id = job FOR UPDATE;
-    IF NOT FOUND OR q.state <> 'running' OR q.requests_done <> chunk THEN
-        RETURN 0;
-    END IF;
-    BEGIN
-        doc := body::jsonb;
-    EXCEPTION WHEN others THEN
-        RAISE EXCEPTION 'the historical reply is not JSON' USING ERRCODE = 'TR502';
-    END;
-    IF jsonb_typeof(doc) = 'object' AND doc->>'status' = 'error' THEN
-        IF doc->>'error_type' IN ('NetworkException', 'GeneralException', 'DataException') THEN
-            RAISE EXCEPTION 'the broker could not serve the request (%): %',
-                doc->>'error_type', left(doc->>'message', 200) USING ERRCODE = 'TR504';
-        END IF;
-        RAISE EXCEPTION 'the broker refused the request (%): %',
-            doc->>'error_type', left(doc->>'message', 200) USING ERRCODE = 'TR502';
-    END IF;
-    IF jsonb_typeof(doc) <> 'object' OR doc->>'status' IS DISTINCT FROM 'success'
-       OR jsonb_typeof(doc->'data') <> 'object'
-       OR jsonb_typeof(doc->'data'->'candles') <> 'array' THEN
-        RAISE EXCEPTION 'the historical reply is not a Kite success envelope with data.candles'
-            USING ERRCODE = 'TR502';
-    END IF;
-    candles := doc->'data'->'candles';
-    total := jsonb_array_length(candles);
-    -- the partitions of the requested range and of the first and last
-    -- candles (Kite sends them in order; one outside both is refused)
-    lo := q.from_ts + make_interval(days => q.chunk_days * chunk);
-    hi := least(lo + make_interval(days => q.chunk_days) - interval '1 second', q.to_ts);
-    IF total > 0 AND (candles->0->>0) ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{4}$' THEN
-        lo := least(lo, (candles->0->>0)::timestamptz);
-    END IF;
-    IF total > 0 AND (candles->-1->>0) ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{4}$' THEN
-        hi := greatest(hi, (candles->-1->>0)::timestamptz);
-    END IF;
-    PERFORM @extschema@._candles_partitions(lo, hi);
-    -- one pass: every candle must be [timestamp, open, high, low, close,
-    -- volume(, oi)], the timestamp exactly yyyy-mm-ddThh:mm:ss+hhmm, prices
-    -- > 0 with low <= high, volume and oi non-negative integers; a candle
-    -- that is not is left out, and then the whole reply is refused
-    BEGIN
-        INSERT INTO @extschema@.candles AS k
-               (instrument_token, "interval", ts, open, high, low, close, volume, oi)
-        SELECT q.instrument_token, q."interval", (c->>0)::timestamptz,
-               (c->>1)::numeric, (c->>2)::numeric, (c->>3)::numeric, (c->>4)::numeric,
-               (c->>5)::bigint, (c->>6)::bigint
-          FROM jsonb_array_elements(candles) c
-         WHERE jsonb_typeof(c) = 'array'
-           AND jsonb_array_length(c) IN (6, 7)
-           AND jsonb_typeof(c->0) = 'string'
-           AND (c->>0) ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{4}$'
-           AND jsonb_typeof(c->1) = 'number' AND jsonb_typeof(c->2) = 'number'
-           AND jsonb_typeof(c->3) = 'number' AND jsonb_typeof(c->4) = 'number'
-           AND jsonb_typeof(c->5) = 'number'
-           AND (jsonb_array_length(c) = 6 OR jsonb_typeof(c->6) IN ('number', 'null'))
-           AND (c->>1)::numeric > 0 AND (c->>4)::numeric > 0
-           AND (c->>3)::numeric > 0 AND (c->>3)::numeric <= (c->>2)::numeric
-           AND (c->>5)::numeric >= 0
-           AND coalesce((c->>6)::numeric, 0) >= 0
-        ON CONFLICT (instrument_token, "interval", ts) DO UPDATE
-           SET open = excluded.open, high = excluded.high, low = excluded.low,
-               close = excluded.close, volume = excluded.volume,
-               oi = coalesce(excluded.oi, k.oi);
-        GET DIAGNOSTICS n = ROW_COUNT;
-    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR cardinality_violation THEN
-        RAISE EXCEPTION 'the historical reply has a malformed candle: %', SQLERRM
-            USING ERRCODE = 'TR502';
-    END;
-    IF n <> total THEN
-        RAISE EXCEPTION 'the historical reply has % malformed candle(s)', total - n
-            USING ERRCODE = 'TR502';
-    END IF;
-    UPDATE @extschema@.backfill_queue b
-       SET requests_done = b.requests_done + 1, rows = b.rows + n, updated_at = now(),
-           state = CASE WHEN b.requests_done + 1 >= b.requests_total THEN 'done' ELSE b.state END,
-           finished_at = CASE WHEN b.requests_done + 1 >= b.requests_total THEN now() END
-     WHERE b.id = job;
-    RETURN n;
-END $$;
+    RETURNS bigint LANGUAGE c STRICT VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'market_backfill_apply';
 
 -- A failed request: counted; a fatal one ends the job.
 CREATE FUNCTION @extschema@._backfill_error(job bigint, message text, fatal boolean)
