@@ -199,6 +199,23 @@ diag(sprintf('%d requests in %.2f s: %.1f%% of the %d/s budget with a %d ms marg
 	$n, $span, 100 * $util, $RATE, $MARGIN_MS, 100 * $windows / $span));
 ok($util >= 0.95, sprintf('the pace follows the budget (%.1f%% of it used)', 100 * $util));
 
+# the worker's status and counters (since the server started)
+is($node->safe_psql('postgres', q{
+	SET ROLE regress_reader;
+	SELECT concat_ws('|', running, backfill_requests >= 21, candles_written >= 3 * 97875,
+	                 rate_limit_waits > 0, backfill_retries, backfill_failures,
+	                 instruments_rows > 100, instruments_loaded_at IS NOT NULL,
+	                 instruments_load_seconds >= 0, instruments_last_load_failed)
+	  FROM trading.market_worker_status}),
+	't|t|t|t|0|0|t|t|t|f',
+	'market_worker_status: running, requests, candles written, rate-limit waits, no retries or failures, the last load');
+is($node->safe_psql('postgres', q{
+	SET ROLE regress_reader;
+	SELECT concat_ws('|', worker_up, backfill_requests_total >= 21, instruments_age_seconds < 3600,
+	                 instruments_load_failed, backfill_jobs_failed_1d)
+	  FROM trading.metrics_market}),
+	'1|t|t|0|0', 'metrics_market: the same as metrics');
+
 my $gaps = q{
 SELECT count(*) FROM (
     SELECT ts, lead(ts) OVER w AS next_ts
@@ -264,6 +281,9 @@ ok($node->poll_query_until('postgres', "SELECT state = 'failed' FROM trading.bac
 	'an InputException fails the job');
 like($node->safe_psql('postgres', "SELECT last_error FROM trading.backfill_jobs WHERE id = $cjob"),
 	qr/continuous/, 'with the broker\'s message');
+is($node->safe_psql('postgres', q{
+	SELECT backfill_failures >= 1 AND backfill_jobs_failed_1d >= 1 FROM trading.market_worker_status}),
+	't', 'the failed job is counted (backfill_failures, backfill_jobs_failed_1d)');
 my $fjob = $node->safe_psql('postgres',
 	"SELECT trading.fetch_candles('NFO:SYN000004FUT', 'day', '2025-01-01 00:00+05:30', '2025-01-31 23:59:59+05:30', continuous => true, oi => true)");
 ok($node->poll_query_until('postgres', "SELECT state = 'done' FROM trading.backfill_jobs WHERE id = $fjob"),
@@ -271,6 +291,17 @@ ok($node->poll_query_until('postgres', "SELECT state = 'done' FROM trading.backf
 is($node->safe_psql('postgres',
 	"SELECT count(*) || ':' || count(oi) FROM trading.candles WHERE instrument_token = 90000004 AND \"interval\" = 'day'"),
 	'23:23', 'continuous day candles with oi');
+
+# a failed instrument load shows in the status (the worker records its
+# failures in trading.instrument_loads; one is recorded here by hand)
+$node->safe_psql('postgres', q{
+	INSERT INTO trading.instrument_loads (trigger, started_at, finished_at, error)
+	VALUES ('daily', now(), now(), 'HTTP 500 from the broker')});
+is($node->safe_psql('postgres', q{
+	SELECT concat_ws('|', instruments_last_load_failed, instruments_error, instruments_failed_at IS NOT NULL,
+	                 instruments_loaded_at IS NOT NULL, m.instruments_load_failed)
+	  FROM trading.market_worker_status, trading.metrics_market m}),
+	't|HTTP 500 from the broker|t|t|1', 'a failed load: flagged, with its error; the last good load still shown');
 
 my $log = slurp_file($node->logfile);
 unlike($log, qr/server process .* terminated by signal (?!9)/, 'nothing crashed but the killed worker');

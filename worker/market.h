@@ -9,8 +9,10 @@
  *	  blocking libcurl helper.
  *
  * Shared memory (MarketShared): pid and procno of the worker under the
- * spinlock mutex, held for a few instructions only; database_seen is an
- * atomic (see bgw_common.h).
+ * spinlock mutex, held for a few instructions only; database_seen and the
+ * backfill counters are atomics, written by the worker alone (plain
+ * pg_atomic_write after a read: one writer) and read by anyone
+ * (trading.market_worker_status); they start at 0 with the server.
  *
  *-------------------------------------------------------------------------
  */
@@ -34,7 +36,20 @@ typedef struct MarketShared
 	int			pid;
 	int			procno;			/* -1 when not running */
 	pg_atomic_uint32 database_seen;
+	pg_atomic_uint64 requests;	/* backfill replies applied */
+	pg_atomic_uint64 retries;	/* failed requests that are retried */
+	pg_atomic_uint64 failures;	/* failed requests that failed their job */
+	pg_atomic_uint64 candles;	/* candles written */
+	pg_atomic_uint64 rate_waits;	/* requests that waited for
+									 * kite.historical */
 } MarketShared;
+
+/* count n more in one of MarketShared's counters (the worker only) */
+static inline void
+market_count(pg_atomic_uint64 *counter, uint64 n)
+{
+	pg_atomic_write_u64(counter, pg_atomic_read_u64(counter) + n);
+}
 
 extern MarketShared *market_shared;
 

@@ -156,6 +156,7 @@ typedef struct ApplyArgs
 	int64		job;
 	int32		chunk;
 	const char *body;
+	int64		candles;		/* out */
 } ApplyArgs;
 
 static void
@@ -172,6 +173,12 @@ apply_body(void *arg)
 	if (SPI_execute_with_args("SELECT trading._backfill_apply($1, $2, $3)",
 							  3, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not apply the historical reply");
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		a->candles = isnull ? 0 : DatumGetInt64(d);
+	}
 }
 
 typedef struct ErrorArgs
@@ -205,6 +212,7 @@ job_error(int64 job, const char *message, bool fatal, long *wait_ms)
 	e = trading_bgw_run_xact("trading market data: recording a backfill error", error_body, &ea);
 	if (e)
 		ereport(LOG, (errmsg("trading market data could not record a backfill error: %s", e->message)));
+	market_count(fatal ? &market_shared->failures : &market_shared->retries, 1);
 	if (fatal)
 	{
 		ereport(LOG, (errmsg("trading market data: backfill job %lld failed: %s",
@@ -294,6 +302,7 @@ stamp(int64 t)
 static bool
 rate_grant(long *wait_ms)
 {
+	static bool waiting = false;	/* counted in rate_waits already */
 	int64		retry_us = 0;
 	int64		wait = stamps_wait(trading_monotonic_us());
 	RateLimitResult r;
@@ -301,11 +310,20 @@ rate_grant(long *wait_ms)
 	if (wait > 0)
 	{
 		*wait_ms = Max(1, (long) ((wait + 999) / 1000));
+		if (!waiting)
+			market_count(&market_shared->rate_waits, 1);
+		waiting = true;
 		return false;
 	}
 	r = ratelimit_try(RATE_CLASS, 1, (int64) market_rate_margin_ms * 1000, &retry_us);
 	if (r == RATELIMIT_GRANTED)
+	{
+		waiting = false;
 		return true;
+	}
+	if (!waiting)
+		market_count(&market_shared->rate_waits, 1);
+	waiting = true;
 	if (r == RATELIMIT_UNKNOWN_ENDPOINT || r == RATELIMIT_BAD_COST)
 	{
 		static bool warned = false;
@@ -413,6 +431,7 @@ market_backfill_step(long *wait_ms)
 	char	   *url;
 	uint64		gen;
 	int			slot;
+	ApplyArgs	aa;
 
 	if (GetCurrentTimestamp() < not_before)
 	{
@@ -511,11 +530,11 @@ market_backfill_step(long *wait_ms)
 
 	send_ahead(&next);
 
-	{
-		ApplyArgs	aa = {next.job, next.chunk, resp.body};
-
-		e = trading_bgw_run_xact("trading market data: applying candles", apply_body, &aa);
-	}
+	aa.job = next.job;
+	aa.chunk = next.chunk;
+	aa.body = resp.body;
+	aa.candles = 0;
+	e = trading_bgw_run_xact("trading market data: applying candles", apply_body, &aa);
 	if (e)
 	{
 		bool		transient = e->sqlerrcode == ERRCODE_TRADING_MARKET_RETRY;
@@ -523,6 +542,8 @@ market_backfill_step(long *wait_ms)
 		job_error(next.job, e->message, !transient, wait_ms);
 		return !transient;
 	}
+	market_count(&market_shared->requests, 1);
+	market_count(&market_shared->candles, (uint64) aa.candles);
 	failures = 0;
 	return true;
 }

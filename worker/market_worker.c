@@ -32,6 +32,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -47,6 +48,8 @@
 #include "utils/timestamp.h"
 
 PGDLLEXPORT void market_worker_main(Datum main_arg);
+
+PG_FUNCTION_INFO_V1(market_worker_stats);
 
 MarketShared *market_shared = NULL;
 
@@ -165,6 +168,40 @@ market_shmem_startup(void)
 	market_shared->pid = 0;
 	market_shared->procno = -1;
 	pg_atomic_init_u32(&market_shared->database_seen, 1);
+	pg_atomic_init_u64(&market_shared->requests, 0);
+	pg_atomic_init_u64(&market_shared->retries, 0);
+	pg_atomic_init_u64(&market_shared->failures, 0);
+	pg_atomic_init_u64(&market_shared->candles, 0);
+	pg_atomic_init_u64(&market_shared->rate_waits, 0);
+}
+
+/*
+ * trading._market_stats(OUT pid integer, OUT requests bigint, OUT retries
+ * bigint, OUT failures bigint, OUT candles bigint, OUT rate_waits bigint):
+ * the worker's pid (NULL when it is not running) and its backfill counters
+ * since the server started.
+ */
+Datum
+market_worker_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[6];
+	bool		nulls[6] = {false};
+	int			pid;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	SpinLockAcquire(&market_shared->mutex);
+	pid = market_shared->pid;
+	SpinLockRelease(&market_shared->mutex);
+	values[0] = Int32GetDatum(pid);
+	nulls[0] = pid == 0;
+	values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&market_shared->requests));
+	values[2] = Int64GetDatum((int64) pg_atomic_read_u64(&market_shared->retries));
+	values[3] = Int64GetDatum((int64) pg_atomic_read_u64(&market_shared->failures));
+	values[4] = Int64GetDatum((int64) pg_atomic_read_u64(&market_shared->candles));
+	values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&market_shared->rate_waits));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 
 static void

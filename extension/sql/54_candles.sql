@@ -275,3 +275,83 @@ $$;
 GRANT EXECUTE ON FUNCTION
     @extschema@.fetch_candles(text, text, timestamptz, timestamptz, boolean, boolean),
     @extschema@.cancel_backfill(bigint) TO trading_analyst;
+
+-- ---------------------------------------------------------------------
+-- Status and metrics of the market data worker (monitoring/queries.yaml
+-- exports metrics_market; alerts in monitoring/alerts.yml; its rows of
+-- trading.metrics_catalog are metrics_catalog_market, which
+-- 72_ticker_metrics.sql adds)
+-- ---------------------------------------------------------------------
+
+-- The worker's pid (NULL when it is not running) and its backfill counters
+-- since the server started (worker/market_worker.c).
+CREATE FUNCTION @extschema@._market_stats(
+    OUT pid integer, OUT requests bigint, OUT retries bigint, OUT failures bigint,
+    OUT candles bigint, OUT rate_waits bigint)
+    RETURNS record LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'market_worker_stats';
+
+CREATE VIEW @extschema@.market_worker_status AS
+    SELECT s.pid, s.pid IS NOT NULL AS running,
+           ok.started_at AS instruments_loaded_at,
+           ok.rows AS instruments_rows,
+           extract(epoch FROM ok.finished_at - ok.started_at)::float8 AS instruments_load_seconds,
+           last.error IS NOT NULL AS instruments_last_load_failed,
+           CASE WHEN last.error IS NOT NULL THEN last.started_at END AS instruments_failed_at,
+           last.error AS instruments_error,
+           (SELECT count(*) FROM @extschema@.backfill_queue q WHERE q.state = 'queued') AS backfill_jobs_queued,
+           (SELECT count(*) FROM @extschema@.backfill_queue q WHERE q.state = 'running') AS backfill_jobs_running,
+           (SELECT count(*) FROM @extschema@.backfill_queue q
+             WHERE q.state = 'failed' AND q.finished_at > now() - interval '1 day') AS backfill_jobs_failed_1d,
+           s.requests AS backfill_requests, s.retries AS backfill_retries,
+           s.failures AS backfill_failures, s.candles AS candles_written,
+           s.rate_waits AS rate_limit_waits
+      FROM @extschema@._market_stats() s
+      LEFT JOIN LATERAL (SELECT * FROM @extschema@.instrument_loads l
+                          WHERE l.error IS NULL ORDER BY l.id DESC LIMIT 1) ok ON true
+      LEFT JOIN LATERAL (SELECT * FROM @extschema@.instrument_loads l
+                          ORDER BY l.id DESC LIMIT 1) last ON true;
+COMMENT ON VIEW @extschema@.market_worker_status IS
+    'The market data worker: its last good instrument load (time, rows, duration), the last load''s error, backfill jobs, and its counters since the server started (requests, retries, failures, candles written, rate-limit waits)';
+
+-- trading_market_*
+CREATE VIEW @extschema@.metrics_market AS
+    SELECT running::int::float8 AS worker_up,
+           CASE WHEN instruments_loaded_at IS NULL THEN 'Infinity'::float8
+                ELSE extract(epoch FROM clock_timestamp() - instruments_loaded_at)::float8 END
+               AS instruments_age_seconds,
+           coalesce(instruments_rows, 0)::float8 AS instruments_rows,
+           coalesce(instruments_load_seconds, 0) AS instruments_load_seconds,
+           instruments_last_load_failed::int::float8 AS instruments_load_failed,
+           backfill_jobs_queued::float8 AS backfill_jobs_queued,
+           backfill_jobs_running::float8 AS backfill_jobs_running,
+           backfill_jobs_failed_1d::float8 AS backfill_jobs_failed_1d,
+           backfill_requests::float8 AS backfill_requests_total,
+           backfill_retries::float8 AS backfill_retries_total,
+           backfill_failures::float8 AS backfill_failures_total,
+           candles_written::float8 AS candles_written_total,
+           rate_limit_waits::float8 AS rate_limit_waits_total
+      FROM @extschema@.market_worker_status;
+COMMENT ON VIEW @extschema@.metrics_market IS
+    'Market data worker metrics (monitoring/queries.yaml: trading_market_*)';
+
+CREATE VIEW @extschema@.metrics_catalog_market (name, type, labels, help) AS VALUES
+    ('trading_market_worker_up', 'gauge', '{}'::text[], '1 while the market data worker runs.'),
+    ('trading_market_instruments_age_seconds', 'gauge', '{}', 'Seconds since the last successful instrument master load started (+Inf: never).'),
+    ('trading_market_instruments_rows', 'gauge', '{}', 'Instruments of the last successful load.'),
+    ('trading_market_instruments_load_seconds', 'gauge', '{}', 'Duration of the last successful instrument load.'),
+    ('trading_market_instruments_load_failed', 'gauge', '{}', '1 when the latest instrument load failed (the previous list is kept).'),
+    ('trading_market_backfill_jobs_queued', 'gauge', '{}', 'Candle backfill jobs waiting to start.'),
+    ('trading_market_backfill_jobs_running', 'gauge', '{}', 'Candle backfill jobs running.'),
+    ('trading_market_backfill_jobs_failed_1d', 'gauge', '{}', 'Candle backfill jobs that failed in the last day.'),
+    ('trading_market_backfill_requests_total', 'counter', '{}', 'Historical replies applied by the worker.'),
+    ('trading_market_backfill_retries_total', 'counter', '{}', 'Historical requests that failed and are retried (connection, 429, 5xx, transient Kite errors).'),
+    ('trading_market_backfill_failures_total', 'counter', '{}', 'Historical requests that failed their job (InputException, malformed reply).'),
+    ('trading_market_candles_written_total', 'counter', '{}', 'Candles written to trading.candles.'),
+    ('trading_market_rate_limit_waits_total', 'counter', '{}', 'Historical requests that waited for the kite.historical budget.');
+COMMENT ON VIEW @extschema@.metrics_catalog_market IS
+    'The market data worker''s metrics (part of trading.metrics_catalog)';
+
+GRANT SELECT ON @extschema@.market_worker_status, @extschema@.metrics_market,
+    @extschema@.metrics_catalog_market TO trading_reader;
+GRANT EXECUTE ON FUNCTION @extschema@._market_stats() TO trading_reader;

@@ -34,6 +34,7 @@ COMMENT ON VIEW @extschema@.metrics_catalog_1_0 IS
 CREATE VIEW @extschema@.metrics_catalog (name, type, labels, help) AS
     SELECT name, type, labels, help FROM @extschema@.metrics_catalog_1_0
     UNION ALL SELECT name, type, labels, help FROM @extschema@.metrics_catalog_orders
+    UNION ALL SELECT name, type, labels, help FROM @extschema@.metrics_catalog_market
     UNION ALL VALUES
     ('trading_ticker_connected', 'gauge', '{connection}'::text[], '1 when the ticker connection is up, else 0.'),
     ('trading_ticker_subscriptions', 'gauge', '{connection}', 'Instruments subscribed on the ticker connection.'),
