@@ -271,7 +271,9 @@ my $served = $b->stats->{historical}{served};
 sleep 2;
 is($node->safe_psql('postgres', "SELECT state || ':' || requests_done FROM trading.backfill_jobs WHERE id = $long"),
 	"cancelled:$after", 'the job stays cancelled and makes no progress');
-ok($b->stats->{historical}{served} - $served <= 3, 'no further requests (those sent ahead at most)');
+# the worker has at most 3 requests out ahead of the one it applies, and
+# may send one more into a freed slot before it sees the cancel
+ok($b->stats->{historical}{served} - $served <= 4, 'no further requests (those sent ahead at most)');
 is($node->safe_psql('postgres', "SELECT trading.cancel_backfill($long)"), 'f', 'cancelling again: false');
 
 # ---- a broker refusal fails the job with its message ----
