@@ -140,6 +140,49 @@ for my $bad ([ '{"status":"success","data":{"candles":[["2017-12-15 09:15:00",1,
 is($node->safe_psql('postgres', 'SELECT count(*) FROM trading.candles WHERE instrument_token = 2'), '0',
 	'nothing of a refused reply is kept');
 
+# the apply's semantics: a repeated fetch is an upsert; oi is kept when the
+# new reply has none; two candles of one instant, a Kite error envelope
+sub apply_reply
+{
+	my ($token, $oi, $reply) = @_;
+	my $job = $node->safe_psql('postgres', qq{
+		INSERT INTO trading.backfill_queue (instrument, instrument_token, "interval", from_ts, to_ts, oi,
+		                                    state, chunk_days, requests_total)
+		VALUES ('fixture', $token, 'minute', '2017-12-15 00:00+05:30', '2017-12-15 23:59:59+05:30', $oi,
+		        'running', 60, 1) RETURNING id});
+	my ($ret, $out, $err) = $node->psql('postgres',
+		"\\set VERBOSITY verbose\nSELECT trading._backfill_apply($job, 0, '$reply')");
+	return $ret == 0 ? $out : ($err =~ /ERROR:\s+(\w{5}): (.*)/ ? "$1: $2" : $err);
+}
+is(apply_reply(4, 'true', '{"status":"success","data":{"candles":[["2017-12-15T09:15:00+0530",10,12,9,11,100,5000],'
+	. '["2017-12-15T09:16:00+0530",11,13,10,12,200,5100]]}}'), '2', 'first apply: 2 candles with oi');
+is(apply_reply(4, 'false', '{"status":"success","data":{"candles":[["2017-12-15T09:15:00+0530",10,12,9,11.5,150],'
+	. '["2017-12-15T09:17:00+0530",12,13,11,12.5,300]]}}'), '2', 'a second reply over the same range: upserted');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(concat_ws(',', to_char(ts AT TIME ZONE 'Asia/Kolkata', 'HH24:MI'), close, volume, coalesce(oi::text, '-')),
+	                  ' ' ORDER BY ts)
+	  FROM trading.candles WHERE instrument_token = 4}),
+	'09:15,11.5,150,5000 09:16,12,200,5100 09:17,12.5,300,-',
+	'the repeated candle is updated with its oi kept, the others untouched or added');
+like(apply_reply(5, 'false', '{"status":"success","data":{"candles":[["2017-12-15T09:15:00+0530",10,12,9,11,100],'
+	. '["2017-12-15T09:15:00+0530",10,12,9,11,100]]}}'), qr/^TR502: .*malformed candle/,
+	'two candles of one instant: TR502');
+like(apply_reply(5, 'false', '{"status":"error","message":"Gateway timed out","error_type":"NetworkException","data":null}'),
+	qr/^TR504: the broker could not serve the request \(NetworkException\): Gateway timed out/,
+	'a NetworkException: TR504 (retried)');
+like(apply_reply(5, 'false', '{"status":"error","message":"invalid token","error_type":"InputException","data":null}'),
+	qr/^TR502: the broker refused the request \(InputException\): invalid token/,
+	'an InputException: TR502 (the job fails)');
+like(apply_reply(5, 'false', '{"status":"success","data":{"candles":[["2017-12-15T09:15:00+0530",1e999999,1,1,1,1]]}}'),
+	qr/^TR502: /, 'a number beyond numeric: TR502');
+like(apply_reply(5, 'false', '{"status":"success","data":{"candles":[["2017-02-30T09:15:00+0530",1,1,1,1,1]]}}'),
+	qr/^TR502: .*1 malformed/, 'a date that does not exist: TR502');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM trading.candles WHERE instrument_token = 5'), '0',
+	'nothing of those replies is kept');
+$node->safe_psql('postgres', q{
+	DELETE FROM trading.candles WHERE instrument_token IN (4, 5);
+	DELETE FROM trading.backfill_queue WHERE instrument = 'fixture'});
+
 # ---- fetch_candles: argument errors ----
 sub sqlstate_of
 {

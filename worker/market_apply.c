@@ -98,6 +98,7 @@ typedef struct Reply
 	bool	   *oi_null;
 	TimestampTz min_ts;
 	TimestampTz max_ts;
+	bool		ascending;		/* every candle later than the one before */
 } Reply;
 
 static Datum numeric_zero;
@@ -210,6 +211,10 @@ candle_end(Reply *r)
 	r->volume[r->n] = Int64GetDatum(r->c_volume);
 	r->oi[r->n] = Int64GetDatum(r->c_oi);
 	r->oi_null[r->n] = r->c_oi_null;
+	if (r->n == 0)
+		r->ascending = true;
+	else if (r->c_ts <= r->max_ts)
+		r->ascending = false;
 	if (r->n == 0 || r->c_ts < r->min_ts)
 		r->min_ts = r->c_ts;
 	if (r->n == 0 || r->c_ts > r->max_ts)
@@ -432,6 +437,34 @@ parse_reply(char *body, Size len, Reply *r)
 				 errmsg("the historical reply is not JSON")));
 }
 
+static int
+ts_cmp(const void *a, const void *b)
+{
+	TimestampTz x = *(const TimestampTz *) a;
+	TimestampTz y = *(const TimestampTz *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* two candles of one instant? (Kite sends them in order: checked cheaply) */
+static bool
+has_duplicate(Reply *r)
+{
+	TimestampTz *ts;
+	bool		dup = false;
+
+	if (r->ascending)
+		return false;
+	ts = palloc_extended(sizeof(TimestampTz) * r->n, MCXT_ALLOC_HUGE);
+	for (int i = 0; i < r->n; i++)
+		ts[i] = DatumGetTimestampTz(r->ts[i]);
+	qsort(ts, r->n, sizeof(TimestampTz), ts_cmp);
+	for (int i = 1; i < r->n && !dup; i++)
+		dup = ts[i] == ts[i - 1];
+	pfree(ts);
+	return dup;
+}
+
 /* the first n characters of s, cut on a character boundary */
 static char *
 clip(const char *s, int n)
@@ -566,6 +599,10 @@ market_backfill_apply(PG_FUNCTION_ARGS)
 				 errdetail("Each candle must be [timestamp, open, high, low, close, volume] or [..., oi]: "
 						   "the timestamp as yyyy-mm-ddThh:mm:ss+hhmm, prices above zero with low <= high, "
 						   "volume and oi non-negative integers.")));
+	if (has_duplicate(&r))
+		ereport(ERROR,
+				(errcode(ERRCODE_TRADING_MARKET_BAD_DUMP),
+				 errmsg("the historical reply has a malformed candle: two candles of the same instant")));
 
 	if (r.n > 0)
 	{
