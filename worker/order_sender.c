@@ -365,6 +365,7 @@ dispatch_body(void *arg)
 				   *path;
 		Datum		form;
 		bool		form_null;
+		char	   *body;
 		const char *method;
 		Datum		corr;
 		MemoryContext old;
@@ -378,6 +379,9 @@ dispatch_body(void *arg)
 		form = SPI_getbinval(tup, td, 6, &form_null);
 		corr = SPI_getbinval(tup, td, 7, &isnull);
 		strlcpy(f->kind, kind, sizeof(f->kind));
+		/* encoded in the transaction's memory, kept until the start */
+		body = strcmp(kind, "cancel") == 0 ? NULL :
+			form_encode(form_null ? NULL : DatumGetArrayTypeP(form));
 		old = MemoryContextSwitchTo(InFlightContext);
 		if (strcmp(kind, "place") == 0)
 		{
@@ -391,8 +395,7 @@ dispatch_body(void *arg)
 		}
 		f->url = broker_make_url(path, NULL);
 		f->method = method;
-		f->form = strcmp(method, "DELETE") == 0 ? NULL :
-			form_encode(form_null ? NULL : DatumGetArrayTypeP(form));
+		f->form = body ? pstrdup(body) : NULL;
 		pfree(path);
 		MemoryContextSwitchTo(old);
 		f->used = true;
