@@ -8,6 +8,15 @@
  *	  resumes at the first request whose transaction did not commit; the
  *	  upsert makes a request fetched twice harmless.
  *
+ * So that the budget stays busy while a reply is applied, up to
+ * MARKET_AHEAD following requests (of this job and the next ones, as
+ * _backfill_next lists them) are out at the broker at any time, each sent
+ * as soon as kite.historical grants it (market_http_start); a later step
+ * receives the one it needs (market_http_finish).  What was sent ahead for
+ * a request that is no longer next (a cancelled job, a reply that failed
+ * and will be fetched again) is dropped.  The counters of
+ * trading.market_worker_status are kept here (MarketShared, market.h).
+ *
  * Errors: a connection failure, HTTP 429 or 5xx, or a Kite
  * NetworkException/GeneralException/DataException (TR504 from the apply)
  * is retried with exponential backoff (1 s .. 60 s) and counted in the
