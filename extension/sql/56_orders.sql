@@ -351,8 +351,26 @@ CREATE FUNCTION @extschema@._order_before_insert() RETURNS trigger
 AS $$
 DECLARE
     o @extschema@.orders;
+    id_floor bigint;
 BEGIN
     PERFORM @extschema@._order_require_primary('placing an order');
+    -- Ids, and so tags, never repeat across a failover: each timeline
+    -- numbers its requests from (timeline - 1) * 10^9.  A sequence is
+    -- WAL-logged 32 values ahead; with asynchronous replication the record
+    -- of a later batch can be lost with the old leader, which may already
+    -- have sent requests with those ids.  The first insert on a new
+    -- timeline moves the sequence past its floor (an advisory lock keeps
+    -- two such inserts from taking the same id).
+    id_floor := ((('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint) - 1)
+                * 1000000000;
+    IF NEW.id <= id_floor THEN
+        PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('trading.order_requests_id_seq'));
+        NEW.id := nextval('@extschema@.order_requests_id_seq');
+        IF NEW.id <= id_floor THEN
+            PERFORM setval('@extschema@.order_requests_id_seq', id_floor + 1);
+            NEW.id := id_floor + 1;
+        END IF;
+    END IF;
     NEW.state := 'pending';
     NEW.attempts := 0;
     NEW.generation := 0;
